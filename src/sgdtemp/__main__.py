@@ -1,0 +1,7 @@
+"""Run the command line with ``python -m sgdtemp``."""
+
+import sys
+
+from sgdtemp.cli import main
+
+sys.exit(main())
