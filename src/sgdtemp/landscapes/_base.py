@@ -20,7 +20,7 @@ __all__ = ["AbstractLandscape", "AbstractPerExampleLoss"]
 
 
 class AbstractLandscape(abc.ABC):
-    """A smooth loss $L:\\mathbb R^d\\to\\mathbb R$ with its ground truth.
+    r"""A smooth loss $L:\mathbb R^d\to\mathbb R$ with its ground truth.
 
     Subclasses are final; they set ``name`` and ``dim`` and implement the abstract methods,
     all vectorized over leading batch dimensions.
@@ -43,7 +43,11 @@ class AbstractLandscape(abc.ABC):
 
     @abc.abstractmethod
     def noise_cov(self, theta: Tensor) -> Tensor:
-        """Per-example gradient covariance $C(\\theta)$ (one example, not a batch), ``(..., d, d)``."""
+        r"""Per-example gradient covariance $C(\theta)$, ``(..., d, d)``.
+
+        This is the noise of a single example's gradient; a minibatch of ``B`` examples has
+        covariance ``C / B`` (times the without-replacement factor).
+        """
 
     @abc.abstractmethod
     def minimizers(self) -> Tensor:
@@ -51,7 +55,7 @@ class AbstractLandscape(abc.ABC):
 
 
 class AbstractPerExampleLoss(AbstractLandscape):
-    r"""A train loss that is the mean of $N$ per-example losses, $L = \frac1N\sum_n \ell(\theta; z_n)$.
+    r"""A train loss that is a mean of per-example losses, $L = \frac1N\sum_n \ell(\theta; z_n)$.
 
     ``noise_cov`` is then the population covariance of the per-example gradients,
     $C = \frac1N\sum_n \nabla\ell_n\nabla\ell_n^\top - \nabla L\nabla L^\top$.

@@ -1,0 +1,1 @@
+"""Studies that combine theory, landscapes, simulation and training, and return results."""

@@ -1,0 +1,99 @@
+r"""Minibatch index streams for many independent chains.
+
+Two schemes, both drawing only from the ``torch.Generator`` they are given:
+
+- **without replacement** (random reshuffling, the default of :func:`~sgdtemp.simulate.run_sgd`):
+  every epoch each chain draws a fresh uniform permutation of the $N$ examples and cuts it into
+  $\lfloor N/B\rfloor$ consecutive batches of $B$. When $B$ does not divide $N$, the
+  $N \bmod B$ examples left at the end of the permutation are dropped for that epoch (a uniformly
+  random set, so no example is favoured) and the next epoch reshuffles. Every batch is thus a
+  uniform sample of $B$ distinct examples, and batches of one epoch are disjoint.
+- **with replacement**: every index is uniform on $\{0, \dots, N-1\}$, independently.
+
+A minibatch mean of per-example gradients then has covariance $C/B$ with replacement and
+$\frac{N-B}{N-1}C/B$ without; without replacement two batches of the same epoch are also
+correlated, $-C/(N-1)$ (they are disjoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["minibatch_indices"]
+
+# Indices drawn at once with replacement (amortizes the per-call cost over many steps), and at
+# most this many steps' worth.
+_BLOCK_ELEMENTS = 1 << 16
+_BLOCK_MAX_STEPS = 256
+# Up to this many examples, a chain's permutation comes from sorting random keys (one call for
+# all chains); above, from one torch.randperm per chain (linear time, no sort).
+_ARGSORT_MAX_N = 128
+
+
+def minibatch_indices(
+    n_examples: int,
+    n_chains: int,
+    batch_size: int,
+    *,
+    replacement: bool,
+    generator: torch.Generator,
+) -> Iterator[Tensor]:
+    r"""An endless stream of minibatches, one ``(n_chains, batch_size)`` int64 tensor per step.
+
+    Args:
+        n_examples: $N$, the number of training examples.
+        n_chains: number of independent chains.
+        batch_size: $B$, with $1 \\le B \\le N$.
+        replacement: draw indices independently (True) or reshuffle every epoch (False).
+        generator: the only source of randomness; tensors live on its device.
+
+    Yields:
+        Example indices for every chain, ``(n_chains, batch_size)`` int64.
+
+    Example:
+        >>> stream = minibatch_indices(6, 2, 3, replacement=False,
+        ...                            generator=torch.Generator().manual_seed(0))
+        >>> epoch = torch.cat([next(stream), next(stream)], dim=1)
+        >>> epoch.sort(dim=1).values
+        tensor([[0, 1, 2, 3, 4, 5],
+                [0, 1, 2, 3, 4, 5]])
+    """
+    if replacement:
+        return _with_replacement(n_examples, n_chains, batch_size, generator)
+    return _reshuffling(n_examples, n_chains, batch_size, generator)
+
+
+def _with_replacement(
+    n: int, chains: int, batch: int, generator: torch.Generator
+) -> Iterator[Tensor]:
+    steps = min(_BLOCK_MAX_STEPS, max(1, _BLOCK_ELEMENTS // (chains * batch)))
+    while True:
+        block = torch.randint(
+            0, n, (steps, chains, batch), generator=generator, device=generator.device
+        )
+        yield from block.unbind(0)
+
+
+def _reshuffling(n: int, chains: int, batch: int, generator: torch.Generator) -> Iterator[Tensor]:
+    n_batches = n // batch
+    while True:
+        perm = _permutations(n, chains, generator)  # (chains, n) int32
+        for j in range(n_batches):
+            yield perm[:, j * batch : (j + 1) * batch].to(
+                torch.int64, memory_format=torch.contiguous_format
+            )
+
+
+def _permutations(n: int, chains: int, generator: torch.Generator) -> Tensor:
+    """Independent uniform permutations of ``range(n)``, one per chain, ``(chains, n)`` int32."""
+    device = generator.device
+    if n <= _ARGSORT_MAX_N or device.type != "cpu":
+        keys = torch.rand((chains, n), generator=generator, dtype=torch.float64, device=device)
+        return keys.argsort(dim=1).to(torch.int32)
+    perm = torch.empty((chains, n), dtype=torch.int32, device=device)
+    for row in perm:
+        torch.randperm(n, generator=generator, dtype=torch.int32, out=row)
+    return perm
