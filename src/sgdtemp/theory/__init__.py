@@ -7,6 +7,34 @@ from sgdtemp.theory.decomposition import (
     decompose_test_loss,
     mix_decompositions,
 )
+from sgdtemp.theory.escape import (
+    DiscreteCovariances,
+    EscapeRate,
+    FirstPassage,
+    MinimumEnergyPath,
+    discrete_time_covariances,
+    exponential_rate,
+    eyring_kramers_rate,
+    find_saddle,
+    first_passage_times,
+    minimum_energy_path,
+    two_state_rates,
+)
+from sgdtemp.theory.fokker_planck_2d import (
+    Basin2D,
+    FokkerPlanck2D,
+    Grid2D,
+    Propagation,
+    Stationary2D,
+    auto_domain,
+    effective_potential,
+    fokker_planck_from_landscape,
+    gibbs_density_2d,
+    selling_decomposition,
+    shaped_grid,
+    stationary_2d,
+    steepest_descent_basins,
+)
 from sgdtemp.theory.kramers import (
     kramers_rate_1d,
     log_mean_first_passage_time_1d,
@@ -18,6 +46,7 @@ from sgdtemp.theory.laplace import (
     laplace_log_weights,
 )
 from sgdtemp.theory.lyapunov import lyapunov_continuous, lyapunov_discrete, stationary_bias
+from sgdtemp.theory.scaling import ScaleAdvice, scale_learning_rate
 from sgdtemp.theory.stationary_1d import (
     Stationary1D,
     basin_probability,
@@ -32,6 +61,9 @@ __all__ = [
     "temperature",
     "lr_for_temperature",
     "without_replacement_factor",
+    # scaling the learning rate with the batch size
+    "ScaleAdvice",
+    "scale_learning_rate",
     # 1-D stationary law (Fokker–Planck, exact)
     "Stationary1D",
     "stationary_density_1d",
@@ -54,4 +86,30 @@ __all__ = [
     "kramers_rate_1d",
     "mean_first_passage_time_1d",
     "log_mean_first_passage_time_1d",
+    # 2-D Fokker–Planck with full, state-dependent diffusion
+    "Grid2D",
+    "FokkerPlanck2D",
+    "Propagation",
+    "Basin2D",
+    "Stationary2D",
+    "stationary_2d",
+    "fokker_planck_from_landscape",
+    "auto_domain",
+    "shaped_grid",
+    "selling_decomposition",
+    "steepest_descent_basins",
+    "effective_potential",
+    "gibbs_density_2d",
+    # escape times (Eyring–Kramers, first passages) and discrete-time covariances
+    "MinimumEnergyPath",
+    "minimum_energy_path",
+    "find_saddle",
+    "EscapeRate",
+    "eyring_kramers_rate",
+    "two_state_rates",
+    "FirstPassage",
+    "first_passage_times",
+    "exponential_rate",
+    "DiscreteCovariances",
+    "discrete_time_covariances",
 ]

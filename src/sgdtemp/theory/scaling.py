@@ -1,10 +1,11 @@
-r"""The practitioner's question: "I change the batch size; which learning rate keeps my run the same?"
+r"""Which learning rate keeps a run the same when the batch size changes.
 
 Keeping the temperature $T = \eta/(B(1-\beta))$ fixed keeps the SDE, and so the stationary law,
 the same (theory.md §2.4): $\eta' = \eta\,B'/B$ (at fixed momentum). The answer is only as good as
 the SDE picture, which breaks
 
-- when $\eta'\lambda_{\max} \ge 2$: gradient descent itself is unstable along the sharpest direction;
+- when $\eta'\lambda_{\max} \ge 2$: gradient descent itself is unstable along the sharpest
+  direction;
 - when $\eta'\lambda_{\max}$ is not small: the discrete-time covariance
   $H\Sigma + \Sigma H - \eta H \Sigma H = TC$ differs from the SDE's by a factor
   $1/(1 - \eta\lambda/2)$ along $\lambda$ (10 % at $\eta\lambda = 0.18$);

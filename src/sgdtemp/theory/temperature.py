@@ -1,8 +1,8 @@
 r"""Temperature of SGD: the one place where $T$ is computed.
 
 SGD with learning rate $\eta$, batch size $B$ and heavy-ball momentum $\beta$ is approximated by
-the SDE $d\theta = -\nabla L\,dt + \sqrt{T\,C(\theta)}\,dW$ with $t = \text{steps}\cdot\eta/(1-\beta)$
-and temperature
+the SDE $d\theta = -\nabla L\,dt + \sqrt{T\,C(\theta)}\,dW$ with SDE time
+$t = \text{steps}\cdot\eta/(1-\beta)$ and temperature
 
 $$T = \frac{\eta}{B\,(1-\beta)}.$$
 
