@@ -1,0 +1,596 @@
+"""Sweep specs: a TOML file (or Python objects) describing an η × B grid of training runs.
+
+A spec names the data, the model, the training options, the evaluation sets, the per-run
+measurements and the grid, either as iso-temperature lines (``temperatures × batch_sizes``, with
+``lr = T·B·(1 − momentum)`` from :func:`sgdtemp.theory.temperature.lr_for_temperature`) or
+explicitly (``lrs × batch_sizes``), and what to do with cells whose ``lr·λ_max ≥ 2`` when the
+sharpness ``λ_max`` is known. Example (every key but ``dataset``, ``model`` and the grid is
+optional)::
+
+    name = "fmnist-iso-T"          # default: the file's stem
+    dataset = "fashion-mnist"      # sgdtemp.data.DATASETS
+    model = "mlp"                  # sgdtemp.train model registry
+    epochs = 2
+    seeds = [0, 1]
+    momentum = 0.0
+    weight_decay = 0.0
+    device = "cpu"                 # or "auto", "cuda"
+    replacement = false            # minibatches with replacement
+    divergence_bound = 1e4         # loss above this counts as divergence
+    checkpoints = false            # save each run's weights in the store's artifacts folder
+    eval = ["heldout", "test", "corrupt:gaussian_noise:3"]
+
+    [data]                         # passed to sgdtemp.data.load_dataset
+    root = "/path/to/files"
+    heldout = 10000                # count, or a fraction in (0, 1)
+    train_subset = 5000
+    seed = 0
+
+    [model_args]                   # passed to the model builder
+    width = 256
+
+    [grid]
+    temperatures = [1e-3, 3e-3]    # or: lrs = [0.05, 0.1]
+    batch_sizes = [32, 64, 128]
+
+    [stability]
+    sharpness = 40.0               # λ_max, when known
+    action = "mark"                # "mark": run and record `unstable`; "skip": record only
+
+    [measure.curvature]            # per-run Hessian measurements after training
+    probes = 16                    # Hutchinson probes for the trace
+    top_k = 1                      # largest eigenvalues (Lanczos)
+    examples = 1024                # training images the Hessian averages over
+    [measure.shift]                # train → test minimum shift after training
+    eval_set = "test"
+
+Errors name the file, the line and the key: ``spec.toml:12: grid.batch_sizes: ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgdtemp.errors import UserError
+from sgdtemp.theory.temperature import lr_for_temperature, temperature
+
+__all__ = [
+    "RunConfig",
+    "DataOptions",
+    "Stability",
+    "Measurements",
+    "SweepSpec",
+    "STABILITY_ACTIONS",
+    "iso_temperature_grid",
+    "product_grid",
+    "load_spec",
+    "parse_spec",
+]
+
+#: What to do with a cell whose ``lr · λ_max ≥ 2``.
+STABILITY_ACTIONS = ("mark", "skip")
+
+# Options of the per-run measurements and their kinds (see _Reader.check).
+_CURVATURE_KEYS = {
+    "probes": "int>0",
+    "top_k": "int>0",
+    "examples": "int>0",
+    "batch_size": "int>0",
+    "seed": "int>=0",
+}
+_SHIFT_KEYS = {"eval_set": "str", "steps": "int>0", "lr": "num>0"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The training options of one cell of the grid (one seed).
+
+    Attributes:
+        lr: learning rate η.
+        batch_size: minibatch size B.
+        seed: the run's seed (initialisation and minibatch order).
+        epochs: passes over the training set.
+        momentum: heavy-ball momentum β.
+        weight_decay: L2 weight decay.
+
+    Example:
+        >>> RunConfig(lr=0.1, batch_size=32, seed=0, epochs=1).temperature
+        0.003125
+    """
+
+    lr: float
+    batch_size: int
+    seed: int
+    epochs: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @property
+    def temperature(self) -> float:
+        """``lr / (batch_size (1 − momentum))``."""
+        return temperature(self.lr, self.batch_size, self.momentum)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
+        return asdict(self)
+
+
+def _check_grid_args(batch_sizes: Sequence[int], seeds: Sequence[int], epochs: int) -> None:
+    for b in batch_sizes:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise UserError(f"batch sizes must be positive integers, got {b!r}")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise UserError(f"seeds must be non-negative integers, got {s!r}")
+    if not seeds:
+        raise UserError("seeds must not be empty")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"epochs must be a positive integer, got {epochs!r}")
+
+
+def iso_temperature_grid(
+    temperatures: Sequence[float],
+    batch_sizes: Sequence[int],
+    *,
+    epochs: int,
+    seeds: Sequence[int] = (0,),
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> list[RunConfig]:
+    """Runs along iso-temperature lines: for each T and B, ``lr = T·B·(1 − momentum)``.
+
+    Order: temperature, then batch size, then seed.
+
+    Example:
+        >>> [(c.lr, c.batch_size) for c in iso_temperature_grid([1e-3], [32, 64], epochs=1)]
+        [(0.032, 32), (0.064, 64)]
+    """
+    _check_grid_args(batch_sizes, seeds, epochs)
+    return [
+        RunConfig(lr_for_temperature(t, b, momentum), b, s, epochs, momentum, weight_decay)
+        for t in temperatures
+        for b in batch_sizes
+        for s in seeds
+    ]
+
+
+def product_grid(
+    lrs: Sequence[float],
+    batch_sizes: Sequence[int],
+    *,
+    epochs: int,
+    seeds: Sequence[int] = (0,),
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> list[RunConfig]:
+    """Runs on the explicit grid ``lrs × batch_sizes × seeds`` (in that order).
+
+    Example:
+        >>> len(product_grid([0.1, 0.2], [32, 64], epochs=1, seeds=[0, 1]))
+        8
+    """
+    _check_grid_args(batch_sizes, seeds, epochs)
+    for lr in lrs:
+        temperature(lr, 1, momentum)  # validates lr and momentum
+    return [
+        RunConfig(lr, b, s, epochs, momentum, weight_decay)
+        for lr in lrs
+        for b in batch_sizes
+        for s in seeds
+    ]
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How to load the data set (:func:`sgdtemp.data.load_dataset`'s options)."""
+
+    root: str | None = None
+    heldout: int | float | None = None
+    train_subset: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Stability:
+    """The stability rule: a cell is unstable when ``lr · sharpness ≥ 2``.
+
+    Attributes:
+        sharpness: the top Hessian eigenvalue λ_max at the relevant minimum, when known.
+        action: ``"mark"`` (run it, record ``unstable`` with the outcome kept in the metrics)
+            or ``"skip"`` (record ``unstable`` without running it).
+
+    Example:
+        >>> Stability(sharpness=40.0).unstable(0.05), Stability(sharpness=40.0).unstable(0.01)
+        (True, False)
+    """
+
+    sharpness: float | None = None
+    action: str = "mark"
+
+    def lr_sharpness(self, lr: float) -> float | None:
+        """``lr · λ_max``, or None when the sharpness is unknown."""
+        return None if self.sharpness is None else lr * self.sharpness
+
+    def unstable(self, lr: float) -> bool:
+        """Whether ``lr · λ_max ≥ 2`` (False when the sharpness is unknown)."""
+        value = self.lr_sharpness(lr)
+        return value is not None and value >= 2.0
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Per-run measurements after training (None: not measured).
+
+    Attributes:
+        curvature: options of the Hessian measurement of the trained model on the first
+            ``examples`` (1024) training images: Hutchinson trace with ``probes`` (16) probes and
+            the ``top_k`` (1) largest eigenvalues by Lanczos, HVPs over batches of
+            ``batch_size`` (256), probes seeded by ``seed`` (0).
+        shift: options of the train → test shift measurement (``eval_set``, ``steps``, ``lr``).
+    """
+
+    curvature: Mapping[str, Any] | None = None
+    shift: Mapping[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Only the requested measurements, as plain dicts."""
+        out: dict[str, Any] = {}
+        if self.curvature is not None:
+            out["curvature"] = dict(self.curvature)
+        if self.shift is not None:
+            out["shift"] = dict(self.shift)
+        return out
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep spec (see the module docstring for the file format)."""
+
+    name: str
+    dataset: str
+    model: str
+    grid: tuple[RunConfig, ...]
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    data: DataOptions = DataOptions()
+    eval_sets: tuple[str, ...] = ("heldout", "test")
+    device: str = "cpu"
+    replacement: bool = False
+    divergence_bound: float | None = None
+    checkpoints: bool = False
+    stability: Stability = Stability()
+    measure: Measurements = Measurements()
+    source: str | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def error(self, key: str, message: str) -> UserError:
+        """A :class:`UserError` naming the spec file, the key's line and the key."""
+        line = self.lines.get(key)
+        parent = key
+        while line is None and "." in parent:
+            parent = parent.rsplit(".", 1)[0]
+            line = self.lines.get(parent)
+        source = self.source or "<spec>"
+        where = source if line is None else f"{source}:{line}"
+        return UserError(f"{where}: {key}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON values (stored with the sweep)."""
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "model": self.model,
+            "model_args": dict(self.model_args),
+            "data": asdict(self.data),
+            "eval": list(self.eval_sets),
+            "device": self.device,
+            "replacement": self.replacement,
+            "divergence_bound": self.divergence_bound,
+            "checkpoints": self.checkpoints,
+            "stability": asdict(self.stability),
+            "measure": self.measure.as_dict(),
+            "grid": [c.as_dict() for c in self.grid],
+            "source": self.source,
+        }
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+_BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY_RE = re.compile(rf"\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
+_TABLE_RE = re.compile(r"""\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$""")
+
+
+def _split_dotted(text: str) -> list[str]:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line number (1-based) of every key and table header, by dotted path.
+
+    A light scan, good for error messages: keys inside inline tables get their parent's line.
+    """
+    lines: dict[str, int] = {}
+    table: list[str] = []
+    depth = 0  # open brackets of a multi-line array
+    for number, line in enumerate(text.splitlines(), start=1):
+        if depth == 0:
+            header = _TABLE_RE.match(line)
+            if header and not _KEY_RE.match(line):
+                table = _split_dotted(header.group(1))
+                lines.setdefault(".".join(table), number)
+                continue
+            key = _KEY_RE.match(line)
+            if key:
+                path = ".".join([*table, *_split_dotted(key.group(1))])
+                lines.setdefault(path, number)
+                line = line[key.end() :]
+        stripped = re.sub(r"""("[^"]*"|'[^']*')""", "", line).split("#", 1)[0]
+        depth = max(0, depth + stripped.count("[") - stripped.count("]"))
+    return lines
+
+
+class _Reader:
+    """Typed access to the parsed TOML with file:line:key errors."""
+
+    def __init__(self, source: str, text: str):
+        self.source = source
+        self.lines = _key_lines(text)
+
+    def error(self, key: str, message: str) -> UserError:
+        return SweepSpec("", "", "", (), source=self.source, lines=self.lines).error(key, message)
+
+    def unknown(self, table: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
+        allowed = list(allowed)
+        for name in table:
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
+                raise self.error(f"{prefix}{name}", f"unknown key; {hint}")
+
+    def value(
+        self,
+        table: Mapping[str, Any],
+        name: str,
+        kind: str,
+        prefix: str = "",
+        *,
+        default: Any = None,
+        required: bool = False,
+    ) -> Any:
+        key = f"{prefix}{name}"
+        if name not in table:
+            if required:
+                raise self.error(key, "missing; this key is required")
+            return default
+        return self.check(table[name], kind, key)
+
+    def check(self, value: Any, kind: str, key: str) -> Any:
+        checks = {
+            "str": lambda v: isinstance(v, str) and v.strip() != "",
+            "bool": lambda v: isinstance(v, bool),
+            "int>=0": lambda v: _is_int(v) and v >= 0,
+            "int>0": lambda v: _is_int(v) and v > 0,
+            "num>0": lambda v: _is_num(v) and v > 0,
+            "num>=0": lambda v: _is_num(v) and v >= 0,
+            "momentum": lambda v: _is_num(v) and 0 <= v < 1,
+            "count|fraction": lambda v: (_is_int(v) and v >= 0) or (_is_num(v) and 0 < v < 1),
+            "table": lambda v: isinstance(v, dict),
+        }
+        words = {
+            "str": "a non-empty string",
+            "bool": "true or false",
+            "int>=0": "a non-negative integer",
+            "int>0": "a positive integer",
+            "num>0": "a positive number",
+            "num>=0": "a non-negative number",
+            "momentum": "a number in [0, 1)",
+            "count|fraction": "a count (integer) or a fraction in (0, 1)",
+            "table": "a table",
+        }
+        if kind.startswith("list:"):
+            item = kind[5:]
+            if not isinstance(value, list) or not value:
+                raise self.error(key, f"must be a non-empty list of {words[item]}s, got {value!r}")
+            for i, v in enumerate(value):
+                if not checks[item](v):
+                    raise self.error(key, f"item {i} must be {words[item]}, got {v!r}")
+            if len(set(map(repr, value))) != len(value):
+                raise self.error(key, f"has repeated values: {value!r}")
+            return list(value)
+        if not checks[kind](value):
+            raise self.error(key, f"must be {words[kind]}, got {value!r}")
+        return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_TOP = (
+    "name",
+    "dataset",
+    "model",
+    "epochs",
+    "seeds",
+    "momentum",
+    "weight_decay",
+    "device",
+    "replacement",
+    "divergence_bound",
+    "checkpoints",
+    "eval",
+    "data",
+    "model_args",
+    "grid",
+    "stability",
+    "measure",
+)
+
+
+def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep") -> SweepSpec:
+    r"""Parse and validate a sweep spec from TOML text.
+
+    Args:
+        text: the TOML text.
+        source: how errors name the file.
+        default_name: the sweep name when the spec has no ``name``.
+
+    Returns:
+        The spec, with its grid expanded.
+
+    Raises:
+        UserError: for a TOML syntax error or an invalid, missing or unknown key; the message
+            reads ``FILE:LINE: KEY: what is wrong``.
+
+    Example:
+        >>> spec = parse_spec('''
+        ... dataset = "digits"
+        ... model = "mlp"
+        ... seeds = [0, 1]
+        ... [grid]
+        ... temperatures = [0.001]
+        ... batch_sizes = [16, 32]
+        ... ''')
+        >>> [(c.lr, c.batch_size, c.seed) for c in spec.grid]
+        [(0.016, 16, 0), (0.016, 16, 1), (0.032, 32, 0), (0.032, 32, 1)]
+        >>> parse_spec('dataset = "d"\nmodel = "m"\n[grid]\nlrs = [0.1]\nbatch_size = [8]')
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sgdtemp.errors.UserError: <spec>:5: grid.batch_size: unknown key; did you mean 'batch_s...'?
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{source}: not valid TOML: {err}") from err
+    r = _Reader(source, text)
+    r.unknown(raw, _TOP, "")
+    name = r.value(raw, "name", "str", default=default_name)
+    dataset = r.value(raw, "dataset", "str", required=True)
+    model = r.value(raw, "model", "str", required=True)
+    epochs = r.value(raw, "epochs", "int>0", default=1)
+    seeds = r.value(raw, "seeds", "list:int>=0", default=[0])
+    momentum = float(r.value(raw, "momentum", "momentum", default=0.0))
+    weight_decay = float(r.value(raw, "weight_decay", "num>=0", default=0.0))
+    device = r.value(raw, "device", "str", default="cpu")
+    replacement = r.value(raw, "replacement", "bool", default=False)
+    bound = r.value(raw, "divergence_bound", "num>0")
+    checkpoints = r.value(raw, "checkpoints", "bool", default=False)
+    eval_sets = r.value(raw, "eval", "list:str", default=["heldout", "test"])
+    eval_sets = _check_eval_sets(r, eval_sets)
+
+    data_table = r.value(raw, "data", "table", default={})
+    r.unknown(data_table, ("root", "heldout", "train_subset", "seed"), "data.")
+    data = DataOptions(
+        root=r.value(data_table, "root", "str", "data."),
+        heldout=r.value(data_table, "heldout", "count|fraction", "data."),
+        train_subset=r.value(data_table, "train_subset", "int>0", "data."),
+        seed=r.value(data_table, "seed", "int>=0", "data.", default=0),
+    )
+    model_args = dict(r.value(raw, "model_args", "table", default={}))
+
+    if "grid" not in raw:
+        raise r.error("grid", "missing; give [grid] with temperatures or lrs, and batch_sizes")
+    grid_table = r.check(raw["grid"], "table", "grid")
+    r.unknown(grid_table, ("temperatures", "lrs", "batch_sizes"), "grid.")
+    batch_sizes = r.value(grid_table, "batch_sizes", "list:int>0", "grid.", required=True)
+    has_t, has_lr = "temperatures" in grid_table, "lrs" in grid_table
+    if has_t == has_lr:
+        raise r.error(
+            "grid", "give exactly one of temperatures (iso-temperature lines) or lrs (explicit)"
+        )
+    options = dict(epochs=epochs, seeds=seeds, momentum=momentum, weight_decay=weight_decay)
+    if has_t:
+        temps = r.value(grid_table, "temperatures", "list:num>0", "grid.")
+        grid = iso_temperature_grid(temps, batch_sizes, **options)
+    else:
+        lrs = r.value(grid_table, "lrs", "list:num>0", "grid.")
+        grid = product_grid([float(x) for x in lrs], batch_sizes, **options)
+
+    stab = r.value(raw, "stability", "table", default={})
+    r.unknown(stab, ("sharpness", "action"), "stability.")
+    action = r.value(stab, "action", "str", "stability.", default="mark")
+    if action not in STABILITY_ACTIONS:
+        raise r.error("stability.action", f"must be one of {', '.join(STABILITY_ACTIONS)}")
+    sharpness = r.value(stab, "sharpness", "num>0", "stability.")
+    stability = Stability(None if sharpness is None else float(sharpness), action)
+
+    measure = r.value(raw, "measure", "table", default={})
+    r.unknown(measure, ("curvature", "shift"), "measure.")
+    measurements = Measurements(
+        curvature=_measurement(r, measure, "curvature", _CURVATURE_KEYS),
+        shift=_measurement(r, measure, "shift", _SHIFT_KEYS),
+    )
+    if measurements.shift is not None and "eval_set" in measurements.shift:
+        _check_eval_sets(r, [measurements.shift["eval_set"]], key="measure.shift.eval_set")
+
+    return SweepSpec(
+        name=name,
+        dataset=dataset,
+        model=model,
+        grid=tuple(grid),
+        model_args=model_args,
+        data=data,
+        eval_sets=tuple(eval_sets),
+        device=device,
+        replacement=replacement,
+        divergence_bound=None if bound is None else float(bound),
+        checkpoints=checkpoints,
+        stability=stability,
+        measure=measurements,
+        source=source,
+        lines=r.lines,
+    )
+
+
+def _measurement(
+    r: _Reader, measure: Mapping[str, Any], name: str, keys: Mapping[str, str]
+) -> dict[str, Any] | None:
+    if name not in measure:
+        return None
+    prefix = f"measure.{name}."
+    value = measure[name]
+    if value is True:
+        return {}
+    table = r.check(value, "table", f"measure.{name}")
+    r.unknown(table, keys, prefix)
+    return {k: r.check(v, keys[k], prefix + k) for k, v in table.items()}
+
+
+def _check_eval_sets(r: _Reader, specs: list[str], *, key: str = "eval") -> list[str]:
+    try:
+        from sgdtemp.data import parse_eval_sets
+    except ImportError:  # pragma: no cover - the data layer ships with the package
+        return specs
+    try:
+        return parse_eval_sets(",".join(specs))
+    except UserError as err:
+        raise r.error(key, str(err)) from err
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec file (see :func:`parse_spec`).
+
+    Raises:
+        UserError: if the file is missing or unreadable, or the spec is invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise UserError(f"{path}: no such sweep spec") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read the sweep spec ({err})") from err
+    return parse_spec(text, source=str(path), default_name=path.stem)
