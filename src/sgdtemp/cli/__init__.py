@@ -24,6 +24,10 @@ COMMANDS = (
     "train",
     "curvature",
     "shift",
+    "scale",
+    "sweep",
+    "export",
+    "download",
 )
 
 

@@ -20,11 +20,11 @@ def measure_sharpness(
     max_examples: int = 2048,
     seed: int = 0,
 ) -> tuple[float, int]:
-    """Largest Hessian eigenvalue of a checkpoint's train loss, and its training-set size.
+    r"""Largest Hessian eigenvalue of a checkpoint's train loss, and its training-set size.
 
     The Hessian is that of the mean cross-entropy over the first ``max_examples`` training
     images of the checkpoint's own data split (same held-out size, subset and seed), and
-    $\\lambda_{\\max}$ comes from Lanczos with full reorthogonalization.
+    $\lambda_{\max}$ comes from Lanczos with full reorthogonalization.
 
     Args:
         checkpoint: a checkpoint written by ``sgdtemp train`` or a sweep.
