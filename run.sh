@@ -13,7 +13,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PY=${PYTHON:-python3}
 VENV=.venv
-APT_PACKAGES=(dataset-fashion-mnist)
+# Fashion-MNIST (the offline default data set) and Chromium (the report's rendering test).
+APT_PACKAGES=(dataset-fashion-mnist chromium)
 TORCH_CPU_PIN=${SGDTEMP_TORCH:-torch==2.13.0}
 
 missing_apt=()

@@ -26,6 +26,8 @@ COMMANDS = (
     "shift",
     "scale",
     "sweep",
+    "report",
+    "reproduce",
     "export",
     "download",
 )

@@ -1,0 +1,286 @@
+"""`sgdtemp train`: train one model with clean SGD, save a checkpoint and a record.
+
+Every input is checked (and the data loaded) before training starts; mistakes give one line and
+exit code 2. Writes ``DIR/checkpoint.pt`` (:func:`sgdtemp.train.save_checkpoint`, with the full
+data and training config) and ``DIR/record.json``; ``--json`` prints the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sgdtemp.cli._common import (
+    add_output_args,
+    emit_json,
+    ensure_out_dir,
+    progress_enabled,
+    to_jsonable,
+)
+from sgdtemp.errors import UserError, require_positive
+
+__all__ = ["register", "run"]
+
+DEFAULT_EVAL_SETS = "heldout,test"
+
+
+def _count_or_fraction(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or a fraction in (0, 1), got {text!r}"
+        ) from None
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` parser (imports no torch: ``sgdtemp --help`` stays fast)."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model with plain SGD at a constant learning rate",
+        description="Train one model with clean SGD (constant lr, no BatchNorm by default) and "
+        "write DIR/checkpoint.pt and DIR/record.json. Temperature T = lr / (B (1 - momentum)).",
+    )
+    parser.add_argument("--dataset", required=True, help="fashion-mnist, mnist, cifar10, digits")
+    parser.add_argument("--model", required=True, help="mlp, cnn (the reference CNN), resnet")
+    parser.add_argument("--lr", type=float, required=True, help="learning rate (constant)")
+    parser.add_argument("--batch-size", type=int, required=True, help="minibatch size B")
+    parser.add_argument("--epochs", type=int, required=True, help="passes over the data")
+    parser.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and the data order"
+    )
+    parser.add_argument(
+        "--eval-sets",
+        default=DEFAULT_EVAL_SETS,
+        metavar="LIST",
+        help="comma-separated: heldout, test, corrupt:NAME:SEVERITY (default: heldout,test)",
+    )
+    parser.add_argument("--train-subset", type=int, metavar="K", help="use K training images")
+    parser.add_argument(
+        "--heldout",
+        type=_count_or_fraction,
+        metavar="K",
+        help="training images held out (count or fraction; default: the dataset's)",
+    )
+    parser.add_argument(
+        "--data-seed", type=int, default=0, help="seed of the held-out split and corruptions"
+    )
+    parser.add_argument("--data-root", type=Path, metavar="PATH", help="where the data files are")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--width", type=int, help="model width (hidden units or channels)")
+    parser.add_argument(
+        "--norm",
+        choices=("none", "group", "batch"),
+        help="normalisation layers; 'batch' confounds the temperature (default: the model's)",
+    )
+    parser.add_argument(
+        "--replacement", action="store_true", help="draw minibatches with replacement"
+    )
+    parser.add_argument(
+        "--divergence-bound",
+        type=float,
+        help="loss that counts as divergence (default: 100 x max(initial loss, 1))",
+    )
+    add_output_args(parser, out_required=True)
+    parser.set_defaults(handler=run)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the inputs, load the data, train, write the checkpoint and the record."""
+    import warnings
+
+    import torch
+
+    from sgdtemp.data import eval_set, load_dataset, parse_eval_sets
+    from sgdtemp.theory.temperature import temperature
+    from sgdtemp.train import (
+        MODELS,
+        Progress,
+        TemperatureConfoundWarning,
+        build_model,
+        fit,
+        resolve_device,
+        save_checkpoint,
+    )
+
+    # ---- everything is checked before any training
+    require_positive("--lr", args.lr)
+    require_positive("--batch-size", args.batch_size)
+    if args.epochs < 0:
+        raise UserError(f"--epochs must be a non-negative integer, got {args.epochs}")
+    if not 0.0 <= args.momentum < 1.0:
+        raise UserError(f"--momentum must lie in [0, 1), got {args.momentum}")
+    if not args.weight_decay >= 0.0:
+        raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.model not in MODELS:
+        raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    if args.divergence_bound is not None:
+        require_positive("--divergence-bound", args.divergence_bound)
+    device = resolve_device(args.device)
+    specs = [s for s in parse_eval_sets(args.eval_sets) if s != "train"]  # train: always
+    splits = load_dataset(
+        args.dataset,
+        root=args.data_root,
+        heldout=args.heldout,
+        train_subset=args.train_subset,
+        seed=args.data_seed,
+    )
+    n_train = len(splits.train.y)
+    if args.batch_size > n_train:
+        raise UserError(
+            f"--batch-size {args.batch_size} is larger than the training set ({n_train} images); "
+            f"choose at most {n_train}"
+        )
+    evals = {spec: eval_set(splits, spec, seed=args.data_seed) for spec in specs}
+    for spec, data in evals.items():
+        if len(data.y) == 0:
+            raise UserError(f"eval set {spec} is empty; drop it from --eval-sets or use --heldout")
+    model_kwargs: dict[str, Any] = {}
+    if args.width is not None:
+        model_kwargs["width"] = args.width
+    if args.norm is not None:
+        model_kwargs["norm"] = args.norm
+    in_shape = [int(s) for s in splits.train.x.shape[1:]]
+    n_classes = int(splits.train.n_classes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TemperatureConfoundWarning)
+        model = build_model(
+            args.model,
+            in_shape=in_shape,
+            n_classes=n_classes,
+            generator=torch.Generator().manual_seed(args.seed),
+            **model_kwargs,
+        )
+    for warning in caught:
+        print(f"sgdtemp train: warning: {warning.message}", file=sys.stderr)
+    out = ensure_out_dir(args.out)
+    data_root = None if args.data_root is None else str(Path(args.data_root).resolve())
+    config = {
+        "dataset": splits.train.name.split(":")[0],  # the registry spelling
+        "data_root": data_root,
+        "heldout": len(splits.heldout.y),
+        "train_subset": args.train_subset,
+        "data_seed": args.data_seed,
+        "n_train": n_train,
+        "in_shape": in_shape,
+        "n_classes": n_classes,
+        "model": args.model,
+        "model_kwargs": model_kwargs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "replacement": args.replacement,
+        "divergence_bound": args.divergence_bound,
+        "eval_sets": specs,
+        "device": str(device),
+        "temperature": temperature(args.lr, args.batch_size, args.momentum),
+    }
+
+    # ---- training
+    bar = None
+    if progress_enabled(args.json):
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.epochs, desc="train", unit="epoch", file=sys.stderr)
+
+    def progress(p: Progress) -> None:
+        if bar is None:
+            return
+        train = p.metrics["train"]
+        bar.set_postfix(loss=f"{train['loss']:.4f}", acc=f"{train['acc']:.3f}", refresh=False)
+        bar.update(1 if p.epoch > 0 else 0)
+
+    try:
+        result = fit(
+            model,
+            splits.train,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            eval_sets=evals,
+            seed=args.seed,
+            device=device,
+            divergence_bound=args.divergence_bound,
+            replacement=args.replacement,
+            callback=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+    # ---- outputs
+    summary = result.to_dict()
+    checkpoint = out / "checkpoint.pt"
+    record = {
+        "status": summary.pop("status"),
+        "reason": summary.pop("reason"),
+        "temperature": summary.pop("temperature"),
+        "lr": summary.pop("lr"),
+        "batch_size": summary.pop("batch_size"),
+        "momentum": summary.pop("momentum"),
+        "weight_decay": summary.pop("weight_decay"),
+        "seed": summary.pop("seed"),
+        "dataset": config["dataset"],
+        "model": args.model,
+        "model_kwargs": model_kwargs,
+        "epochs": summary.pop("epochs"),
+        "checkpoint": str(checkpoint),
+        "seconds": summary.pop("seconds"),
+        **summary,
+        "config": config,
+    }
+    record = to_jsonable(record)
+    save_checkpoint(
+        checkpoint,
+        model.cpu(),
+        model_name=args.model,
+        model_kwargs=model_kwargs,
+        config=config,
+        metrics=record,
+    )
+    _atomic_write_text(out / "record.json", json.dumps(record, indent=2) + "\n")
+    if result.status != "ok":
+        print(f"sgdtemp train: run diverged: {result.reason}", file=sys.stderr)
+    if args.json:
+        emit_json(record)
+    else:
+        final = record["epochs"][-1]
+        parts = [
+            f"{name} loss {final[name]['loss']:.4f} acc {final[name]['acc']:.3f}"
+            for name in ("train", *(s for s in specs if ":" not in s))
+        ]
+        print(
+            f"{result.status}: T = {result.temperature:.4g}, {result.steps} steps, "
+            f"{'; '.join(parts)}"
+        )
+        print(f"wrote {checkpoint} and {out / 'record.json'}")
+    return 0

@@ -1,0 +1,761 @@
+r"""The paper end to end: the synthetic studies, a real-model sweep with measurements, the report.
+
+:func:`reproduce` runs, into one folder,
+
+1. ``two_minima/``: the synthetic two-minima study (:mod:`sgdtemp.experiments.two_minima`);
+2. ``stationary/``: the stationary-law checks (:func:`stationary_checks`): the 2-D
+   Fokker–Planck law against the Gibbs law and the Laplace crossover, the effective potential
+   under data noise, the local Gaussian of the 1-D law, and SGD against the discrete Lyapunov
+   law on a quadratic;
+3. ``runs.db``: the profile's η × B sweep (iso-T lines × batch sizes × seeds) with the Hessian
+   trace and λ_max of every trained model, through the sweep engine's local executor; then the
+   train → eval-set shift of the trained models (:func:`sgdtemp.shift.measure_shift`) as a
+   second sweep ``NAME:shift`` on the same store;
+4. ``report.html`` and ``analysis.json``: the report (:mod:`sgdtemp.report`).
+
+It is resumable: the sweep skips finished runs, and a study whose ``summary.json`` was written
+with the same configuration is reused, not rerun. Profiles (:data:`PROFILES`): ``smoke`` (digits,
+a minute), ``quick`` (Fashion-MNIST, about 15 minutes on 2 CPU cores), ``full`` (CIFAR-10 from
+``data_root``, a GPU when present). Their sweep specs are package data in
+``sgdtemp/experiments/profiles/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgdtemp.errors import UserError
+from sgdtemp.experiments.spec import SweepSpec, load_spec, parse_spec
+
+__all__ = [
+    "Profile",
+    "ShiftOptions",
+    "ShiftTask",
+    "shift_jobs",
+    "StationaryConfig",
+    "ReproduceResult",
+    "PROFILES",
+    "profile_spec",
+    "reproduce",
+    "stationary_checks",
+    "OUTPUTS",
+]
+
+#: What :func:`reproduce` writes into its folder.
+OUTPUTS = ("two_minima", "stationary", "runs.db", "report.html", "analysis.json")
+
+
+@dataclass(frozen=True)
+class StationaryConfig:
+    """The stationary-law checks (:func:`stationary_checks`).
+
+    Attributes:
+        temperatures: temperatures of the 2-D double-well laws.
+        grid: cells per axis of the 2-D Fokker–Planck grid.
+        n_data: examples of the double well with data noise.
+        translation_scale: spread of their translations (curvature-shaped noise).
+        sgd_chains: SGD chains on the quadratic.
+        sgd_steps: SGD steps per chain (the first fifth is burn-in).
+        seed: seed of the data and the chains.
+    """
+
+    temperatures: tuple[float, ...] = (0.1, 0.14, 0.2, 0.28, 0.4, 0.57, 0.8, 1.6)
+    grid: int = 80
+    n_data: int = 4096
+    translation_scale: float = 0.2
+    sgd_chains: int = 512
+    sgd_steps: int = 1000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON values."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass(frozen=True)
+class ShiftOptions:
+    """The train → test shift measured on the trained models (:func:`sgdtemp.shift.measure_shift`).
+
+    Attributes:
+        eval_sets: evaluation sets to measure (default: the sweep's).
+        seeds: measure the runs of these seeds only (None: every seed).
+        examples: training and evaluation images the objectives average over.
+        max_iters: Newton–CG iterations of the descent to the eval-set minimum.
+        max_cg_iters: CG iterations per Newton step.
+        batch_size: images per Hessian-vector-product batch.
+    """
+
+    eval_sets: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    examples: int = 1000
+    max_iters: int = 10
+    max_cg_iters: int = 20
+    batch_size: int = 500
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON values."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A scale of the reproduction.
+
+    Attributes:
+        name: the profile name.
+        spec: the sweep spec: a file name in ``sgdtemp/experiments/profiles/``, or a path.
+        two_minima: ``"quick"`` or ``"full"`` (:meth:`TwoMinimaConfig.quick` or the defaults),
+            a :class:`~sgdtemp.experiments.two_minima.TwoMinimaConfig`, or None to skip it.
+        stationary: the stationary-law checks.
+        shift: the shift measurement (None: not measured).
+        description: one line for ``--help``.
+        needs_data_root: the data must come from ``data_root`` (CIFAR-10).
+    """
+
+    name: str
+    spec: str | Path
+    two_minima: Any
+    stationary: StationaryConfig = field(default_factory=StationaryConfig)
+    shift: ShiftOptions | None = None
+    description: str = ""
+    needs_data_root: bool = False
+
+
+#: The profiles of ``sgdtemp reproduce``.
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        "smoke",
+        "smoke.toml",
+        "quick",
+        StationaryConfig(temperatures=(0.1, 0.2, 0.4, 0.8), grid=64, sgd_chains=512, sgd_steps=800),
+        ShiftOptions(
+            eval_sets=("heldout", "corrupt:gaussian_noise:3"),
+            seeds=(0,),
+            examples=200,
+            max_iters=4,
+            max_cg_iters=10,
+        ),
+        "digits, 8 tiny runs: checks the pipeline in about a minute",
+    ),
+    "quick": Profile(
+        "quick",
+        "quick.toml",
+        "quick",
+        StationaryConfig(),
+        ShiftOptions(eval_sets=("heldout", "test", "corrupt:elastic:5"), seeds=(0,)),
+        "Fashion-MNIST MLP, 48 runs: about 15 minutes on 2 CPU cores",
+    ),
+    "full": Profile(
+        "full",
+        "full.toml",
+        "full",
+        StationaryConfig(grid=120, sgd_chains=2048, sgd_steps=2000),
+        ShiftOptions(examples=5000, max_iters=30, max_cg_iters=50),
+        "CIFAR-10 ResNet from --data-root, 75 runs at the paper's scale (GPU when present)",
+        needs_data_root=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """What :func:`reproduce` did.
+
+    Attributes:
+        out: the output folder.
+        db: the results store.
+        report: the report page.
+        claims: the claim table of the report.
+        sweep: the sweep summary of this invocation (counts, skipped runs).
+        shift: the summary of the shift measurements (None when not measured).
+        reused: the studies reused from an earlier invocation.
+        seconds: wall time per stage.
+    """
+
+    out: Path
+    db: Path
+    report: Path
+    claims: tuple[Any, ...]
+    sweep: Any
+    shift: Any
+    reused: tuple[str, ...]
+    seconds: Mapping[str, float]
+
+
+def profile_spec(
+    profile: Profile, *, data_root: str | None = None, device: str | None = None
+) -> SweepSpec:
+    """The profile's sweep spec, with the data root and device filled in.
+
+    Raises:
+        UserError: if the profile needs a data root and none is given.
+    """
+    if isinstance(profile.spec, Path):
+        spec = load_spec(profile.spec)
+    else:
+        ref = resources.files("sgdtemp.experiments").joinpath("profiles", profile.spec)
+        text = ref.read_text(encoding="utf-8")
+        spec = parse_spec(text, source=f"profiles/{profile.spec}", default_name=profile.name)
+    if profile.needs_data_root and not data_root:
+        raise UserError(
+            f"--profile {profile.name} needs --data-root: the folder with the CIFAR-10 python "
+            "files (cifar-10-python.tar.gz or cifar-10-batches-py/)"
+        )
+    if data_root:
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=str(data_root)))
+    if device:
+        spec = dataclasses.replace(spec, device=device)
+    return spec
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False).encode())
+
+
+def _reusable(folder: Path, config: Any) -> bool:
+    """Whether ``folder/summary.json`` exists and was written with ``config``."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("config") == _jsonable(config)
+
+
+# ------------------------------------------------------------------------------ studies
+
+
+def _two_minima_config(choice: Any) -> Any:
+    from sgdtemp.experiments.two_minima import TwoMinimaConfig
+
+    if isinstance(choice, TwoMinimaConfig):
+        return choice
+    if choice == "quick":
+        return TwoMinimaConfig.quick()
+    if choice == "full":
+        return TwoMinimaConfig()
+    raise UserError(
+        f"two_minima must be 'quick', 'full', a TwoMinimaConfig or None, not {choice!r}"
+    )
+
+
+def _two_minima(config: Any, folder: Path) -> bool:
+    """Run (or reuse) the two-minima study into ``folder``; True when reused."""
+    from sgdtemp.experiments.two_minima import run_two_minima
+    from sgdtemp.plotting.two_minima import plot_two_minima
+
+    if _reusable(folder, dataclasses.asdict(config)):
+        return True
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_two_minima(config)
+    summary = dict(result.summary)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **result.arrays)  # type: ignore[arg-type]
+    _atomic_write(folder / "data.npz", buffer.getvalue())
+    figures = plot_two_minima(summary, result.arrays, folder)
+    summary["files"] = {
+        "summary": str(folder / "summary.json"),
+        "data": str(folder / "data.npz"),
+        "figures": [str(p) for p in figures],
+    }
+    _write_json(folder / "summary.json", summary)
+    return False
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b) if b != 0 else math.inf
+
+
+def _crossing(temps: list[float], p: list[float], level: float = 0.5) -> float:
+    """The T where ``p`` crosses ``level`` (log-linear interpolation), NaN if it never does."""
+    for i in range(len(temps) - 1):
+        a, b = p[i] - level, p[i + 1] - level
+        if a == 0:
+            return temps[i]
+        if a * b < 0:
+            f = a / (a - b)
+            return float(math.exp(math.log(temps[i]) + f * math.log(temps[i + 1] / temps[i])))
+    return math.nan
+
+
+def stationary_checks(config: StationaryConfig | None = None) -> dict[str, Any]:
+    r"""Checks of the stationary law (theory.md §2.5, §6.3, §6.4, §6.10, §6.14).
+
+    - **S1** isotropic noise $C = \sigma^2 I$ on the 2-D double well: the Fokker–Planck grid law
+      equals the Gibbs law $e^{-2L/(T\sigma^2)}$ (basin masses within 0.005, no current);
+    - **S2** higher $T$ moves mass to the wide, low-curvature basin: its probability rises with
+      $T$ and crosses 1/2 within 25 % of the Laplace crossover temperature $T_c$;
+    - **S3** curvature-shaped noise from data ($\ell = U(\theta - a) + \xi^\top\theta$): the
+      law follows the effective potential, not $L$ (basin masses differ from the Gibbs law in
+      $L$ by more than 0.05 at some $T$);
+    - **S4** the exact 1-D law on $L = x^2/2 + 0.1x^3$ ($C = 1$, $T = 0.02$) has the local
+      Gaussian's variance $TC/2h$ and bias $-L'''TC/4h^2$ (within 5 % and 10 %);
+    - **S5** SGD on a quadratic (real minibatches, with replacement) has the stationary spread of
+      the discrete Lyapunov law $H\Sigma+\Sigma H-\eta H\Sigma H = TC$ at two $(\eta, B)$ of one
+      $T$ (within 5 %), so invariance holds only up to $O(\eta\lambda)$.
+
+    Args:
+        config: sizes and seed (default :class:`StationaryConfig`).
+
+    Returns:
+        ``{"config", "checks": [{"claim", "holds", "detail"}], "p_wide": {...},
+        "crossover_temperature", "lyapunov": {...}}``.
+    """
+    from sgdtemp.landscapes import QuadraticLoss
+    from sgdtemp.landscapes.double_well_2d import DoubleWell2D, double_well_2d_loss
+    from sgdtemp.simulate import run_sgd
+    from sgdtemp.theory import (
+        crossover_temperature,
+        laplace_basin_weights,
+        lyapunov_discrete,
+        mean_and_var,
+        stationary_density_1d,
+    )
+    from sgdtemp.theory.fokker_planck_2d import stationary_2d
+
+    cfg = config or StationaryConfig()
+    checks: list[dict[str, Any]] = []
+    temps = sorted(cfg.temperatures)
+
+    # --- 2-D double well, isotropic noise (sigma = 1) and data noise -------------------------
+    land = DoubleWell2D()
+    with torch.no_grad():
+        mins = land.minimizers()
+        depths = land.loss(mins).numpy()
+        hess = land.hessian(mins).numpy()
+    dets = np.linalg.det(hess)
+    wide = int(np.argmin(dets))
+    t_c = crossover_temperature(
+        float(depths[0]), float(depths[1]), float(dets[0]), float(dets[1]), 1.0
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    data = double_well_2d_loss(
+        cfg.n_data, translation_scale=cfg.translation_scale, tilt_scale=1.0, generator=gen
+    )
+    with torch.no_grad():
+        data_wide = int(np.argmin(np.linalg.det(data.hessian(data.minimizers()).numpy())))
+
+    def basin_of(st: Any, location: np.ndarray) -> int:
+        return int(np.argmin([np.linalg.norm(b.location - location) for b in st.basins]))
+
+    fp, gibbs, lap, fp_d, gibbs_d = [], [], [], [], []
+    worst_gap, worst_current, worst_mass = 0.0, 0.0, 0.0
+    for t in temps:
+        st = stationary_2d(land, t, grid=cfg.grid)
+        k = basin_of(st, mins[wide].numpy())
+        fp.append(st.basins[k].probability)
+        gibbs.append(st.basins[k].gibbs_probability)
+        lap.append(float(laplace_basin_weights(depths, hess, t, 1.0)[wide]))
+        worst_gap = max(worst_gap, abs(fp[-1] - gibbs[-1]))
+        worst_current = max(worst_current, st.current_ratio)
+        worst_mass = max(worst_mass, st.mass_error)
+        sd = stationary_2d(data, t, grid=cfg.grid)
+        kd = basin_of(sd, data.minimizers()[data_wide].numpy())
+        fp_d.append(sd.basins[kd].probability)
+        gibbs_d.append(sd.basins[kd].gibbs_probability)
+    checks.append(
+        {
+            "claim": "isotropic noise: the Fokker-Planck stationary law is the Gibbs law "
+            "exp(-2L/(T sigma^2)) (wide-basin mass within 0.005, current/drift flux < 1e-6)",
+            "holds": bool(worst_gap < 0.005 and worst_current < 1e-6 and worst_mass < 1e-8),
+            "detail": f"2-D double well, {len(temps)} temperatures: max |P_FP - P_Gibbs| = "
+            f"{worst_gap:.2g}, max current ratio {worst_current:.2g}, max mass error "
+            f"{worst_mass:.2g}",
+        }
+    )
+    rising = all(b >= a - 1e-9 for a, b in zip(fp, fp[1:]))
+    t_cross = _crossing(temps, fp)
+    close = math.isfinite(t_cross) and math.isfinite(t_c) and _rel(t_cross, t_c) < 0.25
+    checks.append(
+        {
+            "claim": "higher T moves stationary mass to the wide, low-curvature minimum (P_wide "
+            "rises with T and crosses 1/2 within 25% of the Laplace crossover T_c)",
+            "holds": bool(rising and close),
+            "detail": "P_wide by T: "
+            + ", ".join(f"{t:g}: {p:.3f}" for t, p in zip(temps, fp))
+            + f"; crosses 1/2 at T = {t_cross:.3g}, Laplace T_c = {t_c:.3g}",
+        }
+    )
+    gaps_d = [abs(a - b) for a, b in zip(fp_d, gibbs_d)]
+    checks.append(
+        {
+            "claim": "curvature-shaped noise from data: the stationary law follows the effective "
+            "potential, not L (wide-basin mass differs from the Gibbs law in L by > 0.05)",
+            "holds": bool(max(gaps_d) > 0.05),
+            "detail": f"translation scale {cfg.translation_scale}: max |P_FP - P_Gibbs(L)| = "
+            f"{max(gaps_d):.3f}; P_wide FP by T: "
+            + ", ".join(f"{p:.3f}" for p in fp_d)
+            + "; Gibbs in L: "
+            + ", ".join(f"{p:.3f}" for p in gibbs_d),
+        }
+    )
+
+    # --- 1-D local Gaussian (theory §2.8) --------------------------------------------------
+    h, third, c, t1 = 1.0, 0.6, 1.0, 0.02
+    grid = np.linspace(-2.0, 2.0, 40001)
+    law = stationary_density_1d(grid, h * grid + 0.5 * third * grid**2, c, t1)
+    mean, var = mean_and_var(law)
+    var_pred, mean_pred = t1 * c / (2 * h), -third * t1 * c / (4 * h**2)
+    checks.append(
+        {
+            "claim": "the exact 1-D stationary law has the local Gaussian's variance TC/2h (within "
+            "5%) and bias -L'''TC/4h^2 (within 10%)",
+            "holds": bool(_rel(var, var_pred) < 0.05 and _rel(mean, mean_pred) < 0.10),
+            "detail": f"L = x^2/2 + 0.1 x^3, C = 1, T = 0.02: variance {var:.5f} vs "
+            f"{var_pred:.5f}, mean {mean:.5f} vs {mean_pred:.5f}",
+        }
+    )
+
+    # --- SGD on a quadratic vs the discrete Lyapunov law -----------------------------------
+    hq = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+    xi = torch.randn(1024, 2, generator=gen, dtype=torch.float64)
+    quad = QuadraticLoss(hq, xi)
+    cq = quad.noise_cov(quad.minimizers()[0]).numpy()
+    temp = 0.0125
+    rows = []
+    for batch in (8, 24):
+        lr = temp * batch
+        traj = run_sgd(
+            quad,
+            quad.minimizers().expand(cfg.sgd_chains, 2).clone(),
+            lr=lr,
+            batch_size=batch,
+            n_steps=cfg.sgd_steps,
+            record_every=10,
+            replacement=True,
+            generator=gen,
+        )
+        keep = traj.thetas[traj.steps >= cfg.sgd_steps // 5].reshape(-1, 2).numpy()
+        sigma = np.cov(keep.T)
+        measured = 0.5 * float(np.trace(hq.numpy() @ sigma))
+        discrete = 0.5 * float(np.trace(hq.numpy() @ lyapunov_discrete(hq.numpy(), cq, temp, lr)))
+        continuous = 0.25 * temp * float(np.trace(cq))
+        rows.append(
+            {
+                "lr": lr,
+                "batch_size": batch,
+                "lr_lambda_max": 4.0 * lr,
+                "measured": measured,
+                "discrete": discrete,
+                "continuous": continuous,
+            }
+        )
+    ok = all(_rel(r["measured"], r["discrete"]) < 0.05 for r in rows)
+    checks.append(
+        {
+            "claim": "SGD on a quadratic has the stationary spread 1/2 tr(H Sigma) of the discrete "
+            "Lyapunov law (within 5%) at two (lr, B) of one T: temperature invariance holds up to "
+            "O(lr lambda)",
+            "holds": bool(ok),
+            "detail": "; ".join(
+                f"lr*lambda_max {r['lr_lambda_max']:.2f}: measured {r['measured']:.5f}, discrete "
+                f"{r['discrete']:.5f}, continuous T/4 tr C {r['continuous']:.5f}"
+                for r in rows
+            ),
+        }
+    )
+    return {
+        "config": cfg.to_dict(),
+        "checks": checks,
+        "p_wide": {
+            "temperatures": temps,
+            "fokker_planck": fp,
+            "gibbs": gibbs,
+            "laplace": lap,
+            "fokker_planck_data": fp_d,
+            "gibbs_data": gibbs_d,
+        },
+        "crossover_temperature": t_c,
+        "lyapunov": rows,
+    }
+
+
+def _stationary(profile: Profile, folder: Path) -> bool:
+    """Run (or reuse) the stationary-law checks into ``folder``; True when reused."""
+    if _reusable(folder, profile.stationary.to_dict()):
+        return True
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "summary.json", stationary_checks(profile.stationary))
+    return False
+
+
+# --------------------------------------------------------------------------------- shift
+
+_SPLITS: dict[Any, Any] = {}
+
+
+def _splits(source: Any) -> Any:
+    """The data splits of a source, loaded once per process (one kept)."""
+    if source not in _SPLITS:
+        _SPLITS.clear()
+        _SPLITS[source] = source()
+    return _SPLITS[source]
+
+
+@dataclass(frozen=True)
+class ShiftTask:
+    """Measure the train → eval-set shift of one trained run (a sweep task; runs in a worker).
+
+    Attributes:
+        of: the training run's key.
+        checkpoint: its saved weights.
+        source: the data (:class:`sgdtemp.experiments.sweep.DatasetSource`).
+        eval_sets: where to measure.
+        eval_seed: seed of the corruptions.
+        weight_decay: the training weight decay (the shift objective uses the same).
+        options: sizes of the measurement.
+    """
+
+    of: str
+    checkpoint: str
+    source: Any
+    eval_sets: tuple[str, ...]
+    eval_seed: int
+    weight_decay: float
+    options: ShiftOptions
+
+    def __call__(self) -> Any:
+        """Load the weights and data, measure every eval set, return the outcome."""
+        import torch.nn.functional as F
+
+        from sgdtemp.data import eval_set
+        from sgdtemp.experiments.sweep import Outcome
+        from sgdtemp.shift import measure_shift
+        from sgdtemp.train import load_checkpoint
+
+        model = load_checkpoint(self.checkpoint).model
+        param = next(model.parameters())
+        splits = _splits(self.source)
+        n = self.options.examples
+
+        def head(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            k = min(n, int(data.x.shape[0]))
+            return data.x[:k].to(param.device, param.dtype), data.y[:k].to(param.device)
+
+        train = head(splits.train)
+        out: dict[str, Any] = {}
+        for name in self.eval_sets:
+            result = measure_shift(
+                model,
+                F.cross_entropy,
+                train,
+                head(eval_set(splits, name, seed=self.eval_seed)),
+                weight_decay=self.weight_decay,
+                max_iters=self.options.max_iters,
+                max_cg_iters=self.options.max_cg_iters,
+                batch_size=self.options.batch_size,
+                generator=torch.Generator().manual_seed(0),
+            )
+            out[name] = result.summary()
+        return Outcome("ok", {"of": self.of, "shift": out, "examples": n}, device=str(param.device))
+
+
+def shift_jobs(spec: SweepSpec, db: Path, options: ShiftOptions) -> list[Any]:
+    """One shift job per finished training run of the spec's sweep that saved its weights.
+
+    Runs that diverged, failed or have no checkpoint get no job; ``options.seeds`` narrows the
+    runs further. Jobs are keyed by the training run's key and the options, so a rerun skips
+    finished measurements.
+    """
+    from sgdtemp.analysis import SHIFT_SUFFIX
+    from sgdtemp.experiments.sweep import DatasetSource, Job
+    from sgdtemp.storage import NewRun, Store, run_key
+
+    del SHIFT_SUFFIX  # the caller names the sweep
+    eval_sets = tuple(options.eval_sets or [s for s in spec.eval_sets if s != "train"])
+    source = DatasetSource(spec.dataset, spec.data)
+    jobs = []
+    with Store(db) as store:
+        records = store.runs(sweep=spec.name)
+    for r in records:
+        metrics = r.metrics or {}
+        train_ok = r.status == "ok" or (
+            r.status == "unstable" and metrics.get("train_status") == "ok"
+        )
+        checkpoint = metrics.get("checkpoint")
+        if not train_ok or not isinstance(checkpoint, str) or not Path(checkpoint).is_file():
+            continue
+        if options.seeds is not None and r.seed not in options.seeds:
+            continue
+        config = {"shift_of": r.key, "eval_sets": list(eval_sets), **options.to_dict()}
+        task = ShiftTask(
+            of=r.key,
+            checkpoint=checkpoint,
+            source=source,
+            eval_sets=eval_sets,
+            eval_seed=spec.data.seed,
+            weight_decay=float(r.config.get("weight_decay", 0.0)),
+            options=options,
+        )
+        new = NewRun(run_key(config), config, dataset=r.dataset, model=r.model, seed=r.seed)
+        jobs.append(Job(new, task))
+    return jobs
+
+
+# ------------------------------------------------------------------------------ pipeline
+
+
+def reproduce(
+    profile: Profile | str,
+    out: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+    stage: Callable[[str], None] | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> ReproduceResult:
+    """Run the paper's experiments at a profile's scale, then write the report.
+
+    Args:
+        profile: a :class:`Profile` or the name of one in :data:`PROFILES`.
+        out: the output folder (created; an earlier invocation's results are resumed).
+        workers: parallel training runs (local process pool; default: the CPU count).
+        data_root: where the data set's files are (required by ``full``).
+        device: overrides the spec's training device (``cpu``, ``cuda``, ``auto``).
+        stage: called with a short label when a stage starts.
+        progress: the sweep's progress callback (:class:`sgdtemp.experiments.sweep.Progress`).
+
+    Returns:
+        The :class:`ReproduceResult`.
+
+    Raises:
+        UserError: for an unknown profile, a missing data root or data set, or an output path
+            that is not a folder, before any work starts.
+    """
+    from sgdtemp.executors import make_executor
+    from sgdtemp.experiments.sweep import TRAIN_PRELOAD, execute, prepare_spec
+    from sgdtemp.report import build_report
+
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise UserError(f"--profile {profile!r}: unknown; choose one of {', '.join(PROFILES)}")
+        profile = PROFILES[profile]
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise UserError(f"--workers must be a positive integer, got {workers!r}")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} exists and is not a folder; choose another path")
+    spec = profile_spec(profile, data_root=data_root, device=device)
+    tm_config = None if profile.two_minima is None else _two_minima_config(profile.two_minima)
+    db = folder / "runs.db"
+    jobs = prepare_spec(spec, artifacts=db.parent / f"{db.stem}.artifacts")  # checks the data
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def say(label: str) -> None:
+        if stage is not None:
+            stage(label)
+
+    seconds: dict[str, float] = {}
+    reused: list[str] = []
+    with contextlib.ExitStack() as stack:
+        # one pool for the sweep and the shift; its workers import torch while the studies run
+        pool = stack.enter_context(
+            make_executor("local", workers=workers, preload=(*TRAIN_PRELOAD, "sgdtemp.shift"))
+        )
+        if tm_config is not None:
+            start = time.perf_counter()
+            say("two-minima study")
+            if _two_minima(tm_config, folder / "two_minima"):
+                reused.append("two-minima study")
+            seconds["two_minima"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        say("stationary-law checks")
+        if _stationary(profile, folder / "stationary"):
+            reused.append("stationary-law checks")
+        seconds["stationary"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        say(f"sweep ({len(jobs)} runs)")
+        summary = execute(
+            jobs,
+            store=db,
+            sweep=spec.name,
+            executor=pool,
+            retry_failed=True,  # a rerun completes what an earlier invocation could not
+            spec=spec.to_dict(),
+            progress=progress,
+        )
+        seconds["sweep"] = time.perf_counter() - start
+
+        shift_summary = None
+        if profile.shift is not None:
+            from sgdtemp.analysis import SHIFT_SUFFIX
+
+            start = time.perf_counter()
+            measure = shift_jobs(spec, db, profile.shift)
+            say(f"shift ({len(measure)} runs)")
+            if measure:
+                shift_summary = execute(
+                    measure,
+                    store=db,
+                    sweep=spec.name + SHIFT_SUFFIX,
+                    executor=pool,
+                    retry_failed=True,
+                    spec={"shift_of": spec.name, **profile.shift.to_dict()},
+                    progress=progress,
+                )
+            seconds["shift"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    say("report")
+    result = build_report(
+        db,
+        folder,
+        sweep=spec.name,
+        extra_meta={"profile": profile.name, "profile description": profile.description},
+    )
+    seconds["report"] = time.perf_counter() - start
+    return ReproduceResult(
+        out=folder,
+        db=db,
+        report=result.html,
+        claims=result.claims,
+        sweep=summary,
+        shift=shift_summary,
+        reused=tuple(reused),
+        seconds=seconds,
+    )

@@ -1,0 +1,28 @@
+"""The train→test shift of minima: descend from the train minimum to the eval-set minimum.
+
+Pure (no I/O): takes a model, a loss and data tensors, returns frozen dataclasses. See
+:mod:`sgdtemp.shift.measure` for the decomposition and the honest handling of cross-entropy
+(weight-decay minimum or proximal shift).
+"""
+
+from __future__ import annotations
+
+from sgdtemp.shift._solvers import MinimizeResult, lbfgs_minimize, newton_cg_minimize
+from sgdtemp.shift.measure import OBJECTIVES, ShiftProjection, ShiftResult, measure_shift
+from sgdtemp.shift.reparam import ReparametrizationCheck, relu_rescaling, reparametrization_check
+
+__all__ = [
+    # the shift
+    "measure_shift",
+    "ShiftResult",
+    "ShiftProjection",
+    "OBJECTIVES",
+    # reparametrization check
+    "reparametrization_check",
+    "relu_rescaling",
+    "ReparametrizationCheck",
+    # solvers
+    "newton_cg_minimize",
+    "lbfgs_minimize",
+    "MinimizeResult",
+]

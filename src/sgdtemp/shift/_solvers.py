@@ -1,0 +1,268 @@
+r"""Local minimizers that stay in the basin: trust-region Newton–CG (Steihaug) and L-BFGS.
+
+Both work on a flat parameter vector with callbacks for the objective, its gradient and (Newton)
+Hessian-vector products, and stop on the gradient norm
+$\|\nabla F\| \le \max(\texttt{grad\_tol}, \texttt{rel\_grad\_tol}\cdot\|\nabla F(x_0)\|)$.
+
+References:
+    T. Steihaug, "The conjugate gradient method and trust regions in large scale optimization",
+    SIAM J. Numer. Anal. 20(3), 1983.
+
+    J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006, Alg. 4.1, 7.2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["MinimizeResult", "newton_cg_minimize", "lbfgs_minimize", "SOLVERS"]
+
+ValueAndGrad = Callable[[Tensor], tuple[float, Tensor]]
+Value = Callable[[Tensor], float]
+Hvp = Callable[[Tensor, Tensor], Tensor]  # (x (d,), p (d,)) -> H(x) p (d,)
+
+
+@dataclass(frozen=True)
+class MinimizeResult:
+    r"""Outcome of a local minimization.
+
+    Attributes:
+        x: the final point ``(d,)``.
+        value: the objective there.
+        grad_norm: $\|\nabla F\|$ there.
+        initial_grad_norm: $\|\nabla F(x_0)\|$.
+        converged: whether the gradient criterion was met.
+        iterations: outer iterations.
+        num_hvps: Hessian-vector products (Newton–CG only).
+        num_grads: gradient evaluations.
+        message: why it stopped.
+    """
+
+    x: Tensor
+    value: float
+    grad_norm: float
+    initial_grad_norm: float
+    converged: bool
+    iterations: int
+    num_hvps: int
+    num_grads: int
+    message: str
+
+
+def _to_boundary(z: Tensor, d: Tensor, radius: float) -> float:
+    """The tau >= 0 with ||z + tau d|| = radius."""
+    a = float(d @ d)
+    b = 2.0 * float(z @ d)
+    c = float(z @ z) - radius**2
+    return (-b + math.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
+
+
+def _steihaug(
+    g: Tensor, hvp: Callable[[Tensor], Tensor], radius: float, tol: float, max_iters: int
+) -> tuple[Tensor, float, int, str]:
+    r"""Approximately minimize $m(p) = g^\top p + \frac12 p^\top B p$ over $\|p\| \le \Delta$.
+
+    Returns the step, the model value $m(p)$, the number of products and how it ended.
+    """
+    z = torch.zeros_like(g)
+    bz = torch.zeros_like(g)
+    r = g.clone()
+    d = -r
+    rr = float(r @ r)
+    n = 0
+
+    def model_value(p: Tensor, bp: Tensor) -> float:
+        return float(g @ p) + 0.5 * float(p @ bp)
+
+    for _ in range(max_iters):
+        bd = hvp(d)
+        n += 1
+        dbd = float(d @ bd)
+        if dbd <= 0:
+            tau = _to_boundary(z, d, radius)
+            p, bp = z + tau * d, bz + tau * bd
+            return p, model_value(p, bp), n, "negative curvature"
+        alpha = rr / dbd
+        z_new = z + alpha * d
+        if float(torch.linalg.vector_norm(z_new)) >= radius:
+            tau = _to_boundary(z, d, radius)
+            p, bp = z + tau * d, bz + tau * bd
+            return p, model_value(p, bp), n, "boundary"
+        bz = bz + alpha * bd
+        z = z_new
+        r = r + alpha * bd
+        rr_new = float(r @ r)
+        if math.sqrt(rr_new) <= tol:
+            return z, model_value(z, bz), n, "converged"
+        d = -r + (rr_new / rr) * d
+        rr = rr_new
+    return z, model_value(z, bz), n, "max_cg_iters"
+
+
+def newton_cg_minimize(
+    value_and_grad: ValueAndGrad,
+    value: Value,
+    hvp: Hvp,
+    x0: Tensor,
+    *,
+    grad_tol: float = 1e-6,
+    rel_grad_tol: float = 1e-4,
+    max_iters: int = 100,
+    max_cg_iters: int = 200,
+    initial_radius: float | None = None,
+    max_radius: float = math.inf,
+) -> MinimizeResult:
+    r"""Trust-region Newton–CG from ``x0``.
+
+    Each iteration solves the trust-region subproblem with Steihaug's truncated CG (forcing term
+    $\min(0.5, \sqrt{\|g\|})\|g\|$), which follows negative curvature only up to the radius, so the
+    iterates stay in the neighbourhood the quadratic model describes. Steps are accepted when the
+    actual decrease is at least $10^{-4}$ of the predicted one; when the predicted decrease falls
+    below the objective's rounding level, a step is accepted if it lowers the gradient norm.
+
+    Args:
+        value_and_grad: ``x -> (F(x), grad F(x))``.
+        value: ``x -> F(x)``.
+        hvp: ``(x, p) -> H(x) p``.
+        x0: start ``(d,)``.
+        grad_tol: absolute gradient-norm tolerance.
+        rel_grad_tol: tolerance relative to the initial gradient norm.
+        max_iters: outer iterations.
+        max_cg_iters: CG iterations per subproblem.
+        initial_radius: first trust radius (default $0.1\max(\|x_0\|, 1)$).
+        max_radius: largest trust radius.
+
+    Returns:
+        The result; ``converged`` tells whether the gradient criterion was met.
+    """
+    x = x0.clone()
+    f, g = value_and_grad(x)
+    gnorm0 = gnorm = float(torch.linalg.vector_norm(g))
+    target = max(grad_tol, rel_grad_tol * gnorm0)
+    radius = initial_radius or 0.1 * max(float(torch.linalg.vector_norm(x0)), 1.0)
+    radius = min(radius, max_radius)
+    eps = torch.finfo(x.dtype).eps
+    hvps = grads = 0
+    grads = 1
+    it = 0
+    message = "max_iters"
+    for it in range(1, max_iters + 1):
+        if gnorm <= target:
+            message = "converged"
+            it -= 1
+            break
+        forcing = min(0.5, math.sqrt(gnorm)) * gnorm
+
+        def product(d: Tensor, x: Tensor = x) -> Tensor:
+            return hvp(x, d)
+
+        p, m_p, n, _ = _steihaug(g, product, radius, forcing, max_cg_iters)
+        hvps += n
+        pnorm = float(torch.linalg.vector_norm(p))
+        predicted = -m_p
+        trial = x + p
+        if predicted <= 100 * eps * max(abs(f), 1.0):
+            f_new, g_new = value_and_grad(trial)
+            grads += 1
+            accept = float(torch.linalg.vector_norm(g_new)) < gnorm
+            rho = 1.0 if accept else 0.0
+        else:
+            f_new = value(trial)
+            rho = (f - f_new) / predicted
+            accept = rho > 1e-4
+            g_new = None
+        if rho < 0.25:
+            radius = 0.25 * pnorm
+        elif rho > 0.75 and pnorm >= 0.99 * radius:
+            radius = min(2.0 * radius, max_radius)
+        if accept:
+            x = trial
+            if g_new is None:
+                f_new, g_new = value_and_grad(x)
+                grads += 1
+            f, g = f_new, g_new
+            gnorm = float(torch.linalg.vector_norm(g))
+        if radius < 1e3 * eps * max(float(torch.linalg.vector_norm(x)), 1.0):
+            message = "trust radius collapsed"
+            break
+    else:
+        if gnorm <= target:
+            message = "converged"
+    return MinimizeResult(
+        x=x,
+        value=f,
+        grad_norm=gnorm,
+        initial_grad_norm=gnorm0,
+        converged=gnorm <= target,
+        iterations=it,
+        num_hvps=hvps,
+        num_grads=grads,
+        message=message,
+    )
+
+
+def lbfgs_minimize(
+    value_and_grad: ValueAndGrad,
+    value: Value,
+    hvp: Hvp | None,
+    x0: Tensor,
+    *,
+    grad_tol: float = 1e-6,
+    rel_grad_tol: float = 1e-4,
+    max_iters: int = 500,
+    history: int = 20,
+    **_: object,
+) -> MinimizeResult:
+    """L-BFGS with a strong-Wolfe line search (``torch.optim.LBFGS``) from ``x0``.
+
+    Same stopping rule as :func:`newton_cg_minimize`; ``hvp`` is ignored.
+    """
+    f0, g0 = value_and_grad(x0)
+    gnorm0 = float(torch.linalg.vector_norm(g0))
+    target = max(grad_tol, rel_grad_tol * gnorm0)
+    x = x0.clone().requires_grad_(True)
+    count = {"grads": 1}
+    opt = torch.optim.LBFGS(
+        [x],
+        lr=1.0,
+        max_iter=max_iters,
+        max_eval=2 * max_iters,
+        tolerance_grad=target / math.sqrt(x.numel()),  # LBFGS tests the max-norm
+        tolerance_change=0.0,
+        history_size=history,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        f, g = value_and_grad(x.detach())
+        count["grads"] += 1
+        x.grad = g
+        return torch.tensor(f, dtype=x.dtype)
+
+    opt.step(closure)
+    state = opt.state[x]
+    xf = x.detach()
+    f, g = value_and_grad(xf)
+    gnorm = float(torch.linalg.vector_norm(g))
+    return MinimizeResult(
+        x=xf,
+        value=f,
+        grad_norm=gnorm,
+        initial_grad_norm=gnorm0,
+        converged=gnorm <= target,
+        iterations=int(state.get("n_iter", 0)),
+        num_hvps=0,
+        num_grads=count["grads"] + 1,
+        message="converged" if gnorm <= target else "stopped",
+    )
+
+
+SOLVERS: dict[str, Callable[..., MinimizeResult]] = {
+    "newton_cg": newton_cg_minimize,
+    "lbfgs": lbfgs_minimize,
+}

@@ -1,0 +1,355 @@
+r"""The train→test shift of a minimum, measured on a real model.
+
+From a trained model at $\theta^*$ (a minimum of the train objective $F$), descend on an
+evaluation set's objective $\tilde F$ to the nearby minimum $\tilde\theta^*$ and report the shift
+$s = \theta^* - \tilde\theta^*$ with the quantities of theory.md §1.2 and §3.3:
+
+$$\underbrace{\tilde F(\theta^*) - F(\theta^*)}_{\text{generalization gap}}
+ = \underbrace{\tilde F(\tilde\theta^*) - F(\theta^*)}_{\text{vertical shift}}
+ + \underbrace{\tilde F(\theta^*) - \tilde F(\tilde\theta^*)}_{\text{measured gap}}, \qquad
+ \text{measured gap} \approx
+ \underbrace{\tfrac12 s^\top \nabla^2\tilde F(\tilde\theta^*)\, s}_{\text{shift-curvature}} .$$
+
+The first identity is exact; the ratio measured gap / shift-curvature tests the quadratic picture
+(it tends to 1 as $\|s\| \to 0$).
+
+**Which objective.** Cross-entropy on data a network can separate has no finite minimum, so
+$\tilde\theta^*$ of the bare eval loss may not exist or may lie far outside the quadratic region
+around $\theta^*$ (theory.md §5). Two honest options, reported in :attr:`ShiftResult.objective`:
+
+- ``"minimum"``: $\tilde F = \tilde L + \frac{\lambda}2\|\theta\|^2$ with the *same* weight decay
+  $\lambda$ as training ($F = L + \frac\lambda2\|\theta\|^2$); for $\lambda > 0$ a minimum exists.
+- ``"proximal"``: $\tilde F = \tilde L + \frac\lambda2\|\theta\|^2 + \frac\mu2\|\theta-\theta^*\|^2$
+  for a reported $\mu > 0$: the shift SGD's pull toward $\theta^*$ would allow, always finite.
+
+``objective="auto"`` picks ``"minimum"`` when ``weight_decay > 0`` and ``"proximal"`` otherwise.
+The train objective $F$ never has the proximal term. In both cases the local Newton shift
+$s_N = \nabla^2\tilde F(\theta^*)^{-1}\nabla\tilde F(\theta^*)$ (by CG; for the proximal objective
+$(\tilde H + (\lambda+\mu) I)^{-1}\nabla\tilde F(\theta^*)$) is reported beside the descended one.
+All curvature terms also come without the regularizers, as
+$\tfrac12 s^\top\nabla^2\tilde L(\tilde\theta^*)s$ (the paper's data shift-curvature).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sgdtemp.curvature import (
+    DampedOperator,
+    HessianOperator,
+    ModelLoss,
+    conjugate_gradient,
+    top_eigenvalues,
+)
+from sgdtemp.curvature._model import LossFn
+from sgdtemp.errors import UserError
+from sgdtemp.shift._solvers import SOLVERS
+
+__all__ = ["ShiftResult", "ShiftProjection", "measure_shift", "OBJECTIVES"]
+
+OBJECTIVES = ("auto", "minimum", "proximal")
+_DEFAULT_MU_FRACTION = 1e-2  # proximal mu = this times lambda_max of the eval Hessian at theta*
+
+
+@dataclass(frozen=True)
+class ShiftProjection:
+    r"""The shift on the top eigenvectors of the eval data Hessian.
+
+    $\tilde H = \nabla^2\tilde L(\tilde\theta^*)$ (without regularizers).
+
+    Attributes:
+        eigenvalues: top-$k$ eigenvalues of $\tilde H$, descending, ``(k,)``.
+        coefficients: $u_i^\top s$, ``(k,)``.
+        norm_fraction: $\sum_i (u_i^\top s)^2 / \|s\|^2$, the share of the shift in that subspace.
+        curvature_fraction: $\sum_i \lambda_i (u_i^\top s)^2 / s^\top\tilde H s$, the share of the
+            data shift-curvature it carries.
+    """
+
+    eigenvalues: Tensor
+    coefficients: Tensor
+    norm_fraction: float
+    curvature_fraction: float
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    r"""The measured shift $s = \theta^* - \tilde\theta^*$ and its decomposition.
+
+    Attributes:
+        method: the descent (``"newton_cg"`` or ``"lbfgs"``).
+        objective: ``"minimum"`` or ``"proximal"`` (see the module docstring).
+        weight_decay: $\lambda$ in both objectives.
+        mu: proximal weight $\mu$ (0 for ``"minimum"``).
+        shift: $s$, ``(d,)``.
+        eval_minimum: $\tilde\theta^*$, ``(d,)``.
+        shift_norm: $\|s\|$.
+        train_objective: $F(\theta^*)$.
+        eval_objective_at_train_min: $\tilde F(\theta^*)$.
+        eval_objective_at_eval_min: $\tilde F(\tilde\theta^*)$.
+        measured_gap: $\tilde F(\theta^*) - \tilde F(\tilde\theta^*)$.
+        shift_curvature: $\frac12 s^\top\nabla^2\tilde F(\tilde\theta^*)s$ (one HVP).
+        data_shift_curvature: $\frac12 s^\top\nabla^2\tilde L(\tilde\theta^*)s$ (no regularizers).
+        ratio: measured gap / shift-curvature (1 where the quadratic picture holds).
+        vertical_shift: $\tilde F(\tilde\theta^*) - F(\theta^*)$.
+        generalization_gap: $\tilde L(\theta^*) - L(\theta^*)$ (= vertical shift + measured gap).
+        grad_norm_at_eval_min: $\|\nabla\tilde F(\tilde\theta^*)\|$.
+        initial_grad_norm: $\|\nabla\tilde F(\theta^*)\|$.
+        train_grad_norm: $\|\nabla F(\theta^*)\|$ (how much of a train minimum $\theta^*$ is).
+        converged: whether the descent met its gradient criterion.
+        iterations: descent iterations.
+        num_hvps: Hessian-vector products spent by the descent.
+        message: why the descent stopped.
+        newton_shift_norm: $\|s_N\|$ of the local Newton shift.
+        newton_cosine: cosine between $s$ and $s_N$.
+        newton_converged: whether the CG solve for $s_N$ converged (no negative curvature).
+        projection: the shift on the top eigenvectors of $\tilde H$, or None when ``top_k=0``.
+    """
+
+    method: str
+    objective: str
+    weight_decay: float
+    mu: float
+    shift: Tensor = field(repr=False)
+    eval_minimum: Tensor = field(repr=False)
+    shift_norm: float
+    train_objective: float
+    eval_objective_at_train_min: float
+    eval_objective_at_eval_min: float
+    measured_gap: float
+    shift_curvature: float
+    data_shift_curvature: float
+    ratio: float
+    vertical_shift: float
+    generalization_gap: float
+    grad_norm_at_eval_min: float
+    initial_grad_norm: float
+    train_grad_norm: float
+    converged: bool
+    iterations: int
+    num_hvps: int
+    message: str
+    newton_shift_norm: float
+    newton_cosine: float
+    newton_converged: bool
+    projection: ShiftProjection | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar fields as a plain dict (no tensors), projection included as lists."""
+        out: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in self.__dataclass_fields__
+            if k not in ("shift", "eval_minimum", "projection")
+        }
+        if self.projection is not None:
+            out["projection"] = {
+                "eigenvalues": self.projection.eigenvalues.tolist(),
+                "coefficients": self.projection.coefficients.tolist(),
+                "norm_fraction": self.projection.norm_fraction,
+                "curvature_fraction": self.projection.curvature_fraction,
+            }
+        return out
+
+
+class _Objective:
+    r"""$F(\theta) = L(\theta) + \frac\lambda2\|\theta\|^2 + \frac\mu2\|\theta - \theta_0\|^2$."""
+
+    def __init__(self, loss: ModelLoss, weight_decay: float, mu: float, anchor: Tensor) -> None:
+        self.loss = loss
+        self.weight_decay = weight_decay
+        self.mu = mu
+        self.anchor = anchor
+        self.num_hvps = 0
+
+    def _reg(self, theta: Tensor) -> float:
+        out = 0.5 * self.weight_decay * float((theta.double() ** 2).sum())
+        if self.mu:
+            out += 0.5 * self.mu * float(((theta - self.anchor).double() ** 2).sum())
+        return out
+
+    def value(self, theta: Tensor) -> float:
+        return self.loss.loss(theta) + self._reg(theta)
+
+    def value_and_grad(self, theta: Tensor) -> tuple[float, Tensor]:
+        f, g = self.loss.value_and_grad(theta)
+        g = g + self.weight_decay * theta
+        if self.mu:
+            g = g + self.mu * (theta - self.anchor)
+        return f + self._reg(theta), g
+
+    @property
+    def damping(self) -> float:
+        return self.weight_decay + self.mu
+
+    def hvp(self, theta: Tensor, p: Tensor) -> Tensor:
+        self.num_hvps += 1
+        return self.loss.hvp(theta, p.unsqueeze(0))[0] + self.damping * p
+
+    def hessian(self, theta: Tensor) -> DampedOperator:
+        return DampedOperator(HessianOperator.at(self.loss, theta), self.damping)
+
+
+def _check_options(objective: str, method: str, weight_decay: float, mu: float | None) -> None:
+    if objective not in OBJECTIVES:
+        raise UserError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if method not in SOLVERS:
+        raise UserError(f"method must be one of {tuple(SOLVERS)}, got {method!r}")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise UserError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    if mu is not None and not (mu > 0 and math.isfinite(mu)):
+        raise UserError(f"mu must be a positive number, got {mu}")
+
+
+def measure_shift(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train: Any,
+    eval_data: Any,
+    *,
+    weight_decay: float = 0.0,
+    objective: str = "auto",
+    mu: float | None = None,
+    method: str = "newton_cg",
+    batch_size: int | None = None,
+    grad_tol: float = 1e-6,
+    rel_grad_tol: float = 1e-4,
+    max_iters: int = 100,
+    max_cg_iters: int = 200,
+    top_k: int = 0,
+    hvp_mode: str = "auto",
+    generator: torch.Generator | None = None,
+) -> ShiftResult:
+    r"""Measure the shift from the train minimum $\theta^*$ (the weights) to the eval minimum.
+
+    Args:
+        model: the trained network; its weights are $\theta^*$ (never modified).
+        loss_fn: ``loss_fn(output, target) -> scalar`` averaging over its batch.
+        train: training data, ``(x, y)`` tensors or an iterable of batches (for $F(\theta^*)$).
+        eval_data: evaluation data (held-out, test or corrupted), same forms.
+        weight_decay: $\lambda$, the L2 coefficient used in training (SGD's ``weight_decay``).
+        objective: ``"auto"``, ``"minimum"`` or ``"proximal"`` (module docstring).
+        mu: proximal weight; default $10^{-2}\lambda_{\max}(\nabla^2\tilde L(\theta^*))$.
+        method: ``"newton_cg"`` (trust-region Newton–CG) or ``"lbfgs"``.
+        batch_size: split ``(x, y)`` tensors into batches of this size.
+        grad_tol: absolute gradient-norm tolerance of the descent.
+        rel_grad_tol: gradient-norm tolerance relative to $\|\nabla\tilde F(\theta^*)\|$.
+        max_iters: descent iterations.
+        max_cg_iters: CG iterations per Newton step and for the Newton shift.
+        top_k: project $s$ on this many top eigenvectors of $\tilde H$ (0: skip).
+        hvp_mode: Hessian-vector-product formulation (see
+            :class:`~sgdtemp.curvature.HessianOperator`).
+        generator: randomness of the Lanczos start vectors.
+
+    Returns:
+        The shift and its decomposition; check ``converged`` and ``ratio``.
+
+    Raises:
+        UserError: on unknown options, empty data or ``top_k`` out of range.
+
+    Example:
+        >>> import torch
+        >>> from sgdtemp.shift import measure_shift
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> model = torch.nn.Linear(3, 1).double()
+        >>> x = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+        >>> y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64)
+        >>> res = measure_shift(model, torch.nn.MSELoss(), (x, y), (x + 0.1, y),
+        ...                     weight_decay=0.01, rel_grad_tol=1e-12)
+        >>> res.objective, res.converged, round(res.ratio, 6)  # quadratic loss: ratio exactly 1
+        ('minimum', True, 1.0)
+    """
+    _check_options(objective, method, weight_decay, mu)
+    kind = objective if objective != "auto" else ("minimum" if weight_decay > 0 else "proximal")
+    train_loss = ModelLoss(model, loss_fn, train, batch_size=batch_size, hvp_mode=hvp_mode)
+    eval_loss = ModelLoss(model, loss_fn, eval_data, batch_size=batch_size, hvp_mode=hvp_mode)
+    if top_k < 0 or top_k > eval_loss.dim:
+        raise UserError(
+            f"top_k must be between 0 and the number of parameters ({eval_loss.dim}), got {top_k}"
+        )
+    theta_star = eval_loss.flat_params()
+    if kind == "proximal" and mu is None:
+        lam = top_eigenvalues(
+            HessianOperator.at(eval_loss, theta_star), 1, tol=1e-2, generator=generator
+        ).values[0]
+        mu = _DEFAULT_MU_FRACTION * max(float(lam), 0.0)
+        if mu <= 0:
+            raise UserError("the eval Hessian has no positive curvature; pass mu explicitly")
+    mu_value = float(mu) if kind == "proximal" and mu is not None else 0.0
+    train_obj = _Objective(train_loss, weight_decay, 0.0, theta_star)
+    eval_obj = _Objective(eval_loss, weight_decay, mu_value, theta_star)
+
+    train_value, train_grad = train_obj.value_and_grad(theta_star)
+    start_value, start_grad = eval_obj.value_and_grad(theta_star)
+    result = SOLVERS[method](
+        eval_obj.value_and_grad,
+        eval_obj.value,
+        eval_obj.hvp,
+        theta_star,
+        grad_tol=grad_tol,
+        rel_grad_tol=rel_grad_tol,
+        max_iters=max_iters,
+        max_cg_iters=max_cg_iters,
+    )
+    theta_eval = result.x
+    s = theta_star - theta_eval
+    data_hs = eval_loss.hvp(theta_eval, s.unsqueeze(0))[0]
+    data_curv = 0.5 * float((s.double() * data_hs.double()).sum())
+    curv = data_curv + 0.5 * eval_obj.damping * float((s.double() ** 2).sum())
+    gap = start_value - result.value
+    # local Newton shift from theta*: (Hessian of the eval objective at theta*)^-1 grad
+    newton = conjugate_gradient(
+        eval_obj.hessian(theta_star), start_grad, tol=1e-6, max_iters=max_cg_iters
+    )
+    s_newton = newton.x
+    denom = float(torch.linalg.vector_norm(s)) * float(torch.linalg.vector_norm(s_newton))
+    cosine = float(s @ s_newton) / denom if denom > 0 else math.nan
+    projection = None
+    if top_k > 0:
+        pairs = top_eigenvalues(
+            HessianOperator.at(eval_loss, theta_eval), top_k, generator=generator
+        )
+        coef = pairs.vectors.T @ s
+        s2 = float((s.double() ** 2).sum())
+        projection = ShiftProjection(
+            eigenvalues=pairs.values,
+            coefficients=coef,
+            norm_fraction=float((coef.double() ** 2).sum()) / s2 if s2 > 0 else math.nan,
+            curvature_fraction=(
+                0.5 * float((pairs.values.double() * coef.double() ** 2).sum()) / data_curv
+                if data_curv != 0
+                else math.nan
+            ),
+        )
+    return ShiftResult(
+        method=method,
+        objective=kind,
+        weight_decay=float(weight_decay),
+        mu=mu_value,
+        shift=s,
+        eval_minimum=theta_eval,
+        shift_norm=float(torch.linalg.vector_norm(s)),
+        train_objective=train_value,
+        eval_objective_at_train_min=start_value,
+        eval_objective_at_eval_min=result.value,
+        measured_gap=gap,
+        shift_curvature=curv,
+        data_shift_curvature=data_curv,
+        ratio=gap / curv if curv != 0 else math.nan,
+        vertical_shift=result.value - train_value,
+        generalization_gap=start_value - train_value,
+        grad_norm_at_eval_min=result.grad_norm,
+        initial_grad_norm=float(torch.linalg.vector_norm(start_grad)),
+        train_grad_norm=float(torch.linalg.vector_norm(train_grad)),
+        converged=result.converged,
+        iterations=result.iterations,
+        num_hvps=result.num_hvps,
+        message=result.message,
+        newton_shift_norm=float(torch.linalg.vector_norm(s_newton)),
+        newton_cosine=cosine,
+        newton_converged=newton.all_converged,
+        projection=projection,
+    )

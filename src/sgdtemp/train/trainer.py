@@ -1,0 +1,585 @@
+r"""The clean SGD trainer: constant learning rate, in-memory data, per-epoch full-pass metrics.
+
+One step on a minibatch $\mathcal B$ of $B$ examples is
+
+$$g = \frac1B\sum_{n\in\mathcal B}\nabla\ell(\theta; z_n) + \lambda\theta,\qquad
+v \leftarrow \beta v + g,\qquad \theta \leftarrow \theta - \eta v$$
+
+(cross-entropy $\ell$, weight decay $\lambda$, heavy-ball momentum $\beta$, $v = g$ on the first
+step: exactly ``torch.optim.SGD``, written out in :class:`SGD` because constructing a
+``torch.optim`` optimizer imports ``torch._dynamo`` and sympy, about 2 s and 40 MB per process), so
+its temperature is $T = \eta / (B(1-\beta))$ (:func:`sgdtemp.theory.temperature.temperature`).
+
+The data stay in memory as tensors on the training device (no ``DataLoader``). Each epoch draws
+a permutation of the $N$ training examples from a CPU ``torch.Generator`` and takes
+$\lfloor N/B \rfloor$ minibatches from it (sampling without replacement; the last
+$N \bmod B$ examples of the permutation are skipped so that every step has exactly $B$
+examples, hence the same gradient noise); ``replacement=True`` instead draws every minibatch
+uniformly with replacement. An epoch is $\lfloor N/B\rfloor$ steps either way.
+
+Before the first step (epoch 0) and after every epoch the model is evaluated in ``eval`` mode
+with full passes over the training set and every evaluation set (not a running average of
+minibatch losses).
+
+The trainer writes no files and prints nothing; progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdtemp.errors import UserError, require_positive
+from sgdtemp.theory.temperature import temperature
+from sgdtemp.train.models import temperature_confounders
+
+if TYPE_CHECKING:
+    from sgdtemp.data import ImageDataset
+
+__all__ = [
+    "DEFAULT_DIVERGENCE_FACTOR",
+    "EVAL_BATCH_SIZES",
+    "Data",
+    "Progress",
+    "SGD",
+    "TrainResult",
+    "evaluate",
+    "fit",
+    "resolve_device",
+]
+
+Data: TypeAlias = "ImageDataset | tuple[torch.Tensor, torch.Tensor]"
+
+# Default divergence bound: this factor times max(initial full-pass training loss, 1).
+DEFAULT_DIVERGENCE_FACTOR = 100.0
+# Steps between divergence checks; each check reads one scalar back from the device.
+CHECK_EVERY = 16
+# Examples per forward pass when evaluating, by device type. On a CPU, evaluation memory grows
+# by ~0.2 MB per example of the chunk for the reference CNN (im2col buffers and feature maps)
+# while the speed stops improving at ~128 (benchmarks/bench_train.py); GPUs like larger chunks.
+EVAL_BATCH_SIZES = {"cpu": 128, "cuda": 1024}
+# Eval-set names that would clash with the keys of an epoch's record.
+_RESERVED = ("epoch", "step", "train")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the trainer reports to its callback after each epoch's evaluation.
+
+    Attributes:
+        model: index of the model (0 for :func:`fit`, the config's index in ``fit_many``).
+        epoch: epochs done (0 = before training).
+        epochs: epochs asked for.
+        step: SGD steps done.
+        metrics: the epoch's record (see :attr:`TrainResult.epochs`).
+    """
+
+    model: int
+    epoch: int
+    epochs: int
+    step: int
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    r"""Outcome of one training run.
+
+    Attributes:
+        status: ``"ok"``, or ``"diverged"`` when the loss became non-finite or exceeded the
+            divergence bound (training stopped there).
+        reason: why it diverged (``None`` when ``ok``).
+        temperature: $T = \eta/(B(1-\beta))$.
+        lr: learning rate $\eta$.
+        batch_size: minibatch size $B$.
+        momentum: heavy-ball momentum $\beta$.
+        weight_decay: L2 coefficient added to the gradient.
+        seed: seed of the data-order generator (``None`` when a generator was passed).
+        replacement: minibatches drawn with replacement.
+        epochs: one record per evaluated epoch, starting with epoch 0 (before training):
+            ``{"epoch": e, "step": k, "train": {"loss": .., "acc": ..}, "<name>": {...}}``;
+            an eval set named ``"prefix:rest"`` (e.g. ``"corrupt:fog:3"``) is stored as
+            ``record["prefix"]["rest"]``. Losses are mean cross-entropies, accuracies fractions.
+        steps: SGD steps taken.
+        seconds: wall time of the run, evaluation included.
+        train_seconds: wall time of the SGD steps alone.
+        state: final ``state_dict`` (CPU copies).
+        confounders: layer types that make the loss depend on the batch size (BatchNorm).
+        device: where it trained.
+        divergence_bound: the loss bound that was in force.
+    """
+
+    status: str
+    reason: str | None
+    temperature: float
+    lr: float
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    seed: int | None
+    replacement: bool
+    epochs: list[dict[str, Any]]
+    steps: int
+    seconds: float
+    train_seconds: float
+    state: dict[str, torch.Tensor] = field(repr=False)
+    confounders: tuple[str, ...]
+    device: str
+    divergence_bound: float
+
+    @property
+    def confounds_temperature(self) -> bool:
+        """Whether the model makes the loss depend on the batch size (BatchNorm)."""
+        return bool(self.confounders)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's record."""
+        return self.epochs[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values, without the weights (the record of ``sgdtemp train``).
+
+        Example:
+            >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 2
+            >>> r = fit(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), (x, y), lr=0.1,
+            ...         batch_size=8, epochs=1, device="cpu")
+            >>> sorted(r.to_dict())[:5]
+            ['batch_size', 'confounders', 'confounds_temperature', 'device', 'divergence_bound']
+        """
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "temperature": self.temperature,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            "replacement": self.replacement,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "train_seconds": self.train_seconds,
+            "device": self.device,
+            "divergence_bound": self.divergence_bound,
+            "confounds_temperature": self.confounds_temperature,
+            "confounders": list(self.confounders),
+            "epochs": self.epochs,
+        }
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is checked and passed on.
+
+    Raises:
+        UserError: for an unknown device name or CUDA asked for where there is none.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for, but CUDA is not available; use cpu or auto")
+    return dev
+
+
+def _tensors(data: Data, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of an ImageDataset or an ``(x, y)`` pair, checked."""
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise UserError(f"data set {name} must be an (x, y) pair, got {len(data)} items")
+        x, y = data
+    else:
+        x, y = data.x, data.y
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise UserError(f"data set {name}: x and y must be tensors")
+    if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise UserError(
+            f"data set {name}: x must be (N, ...) and y (N,), got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise UserError(f"data set {name} is empty")
+    if y.dtype != torch.int64:
+        raise UserError(f"data set {name}: labels must be int64 class indices, got {y.dtype}")
+    return x, y
+
+
+def _check_int(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UserError(f"{name} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def _data_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
+    if generator is not None and seed is not None:
+        raise UserError("pass either seed or generator, not both")
+    if generator is None:
+        seed = 0 if seed is None else _check_int("seed", seed, 0)
+        return torch.Generator().manual_seed(seed)
+    if generator.device.type != "cpu":
+        raise UserError(f"the data-order generator must live on the CPU, got {generator.device}")
+    return generator
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int | None = None,
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` in eval mode (full pass).
+
+    Args:
+        model: classifier mapping ``(n, ...)`` to logits ``(n, n_classes)``.
+        x: inputs ``(N, ...)`` on the model's device and dtype.
+        y: labels ``(N,)`` ``int64``.
+        batch_size: examples per forward pass (default: ``EVAL_BATCH_SIZES`` of the device).
+
+    Returns:
+        ``{"loss": mean cross-entropy, "acc": fraction correct}``; the model's train/eval mode
+        is restored afterwards.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> out = evaluate(model, torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
+        >>> sorted(out)
+        ['acc', 'loss']
+    """
+    batch_size = _eval_batch_size(batch_size, x.device)
+    was_training = model.training
+    model.eval()
+    n = int(y.shape[0])
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            logits = model(xb)  # (b, n_classes)
+            loss += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += (logits.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    return {"loss": loss.item() / n, "acc": correct.item() / n}
+
+
+def epoch_record(epoch: int, step: int, metrics: Mapping[str, dict[str, float]]) -> dict[str, Any]:
+    """One epoch's record; ``"prefix:rest"`` names nest as ``record[prefix][rest]``.
+
+    Example:
+        >>> epoch_record(1, 10, {"train": {"loss": 0.5}, "corrupt:fog:3": {"loss": 0.9}})
+        {'epoch': 1, 'step': 10, 'train': {'loss': 0.5}, 'corrupt': {'fog:3': {'loss': 0.9}}}
+    """
+    record: dict[str, Any] = {"epoch": epoch, "step": step}
+    for name, values in metrics.items():
+        prefix, sep, rest = name.partition(":")
+        if sep:
+            record.setdefault(prefix, {})[rest] = values
+        else:
+            record[name] = values
+    return record
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Checked options shared by :func:`fit` and ``fit_many``."""
+
+    x: torch.Tensor  # (N, ...) on the device
+    y: torch.Tensor  # (N,)
+    evals: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+    steps_per_epoch: int
+
+
+def _setup(
+    train: Data,
+    eval_sets: Mapping[str, Data] | None,
+    *,
+    lrs: list[float],
+    batch_size: int,
+    epochs: int,
+    momentum: float,
+    weight_decay: float,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    divergence_bound: float | None,
+) -> _Setup:
+    for lr in lrs:
+        temperature(lr, batch_size, momentum)  # checks lr > 0, batch_size > 0, 0 <= momentum < 1
+    _check_int("batch_size", batch_size, 1)
+    _check_int("epochs", epochs, 0)
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise UserError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    if divergence_bound is not None:
+        require_positive("divergence_bound", divergence_bound)
+    x, y = _tensors(train, "train")
+    n = int(y.shape[0])
+    if batch_size > n:
+        raise UserError(
+            f"batch_size {batch_size} is larger than the training set ({n} examples); "
+            f"choose at most {n}"
+        )
+    evals: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, data in (eval_sets or {}).items():
+        if name in _RESERVED or name.partition(":")[0] in _RESERVED:
+            raise UserError(f"eval set name {name!r} is reserved; rename it")
+        ex, ey = _tensors(data, name)
+        if ex.shape[1:] != x.shape[1:]:
+            raise UserError(
+                f"eval set {name}: inputs {tuple(ex.shape[1:])} differ from the training "
+                f"inputs {tuple(x.shape[1:])}"
+            )
+        evals[name] = (ex, ey)
+    dev = resolve_device(device)
+    moved = {k: (ex.to(dev, dtype), ey.to(dev)) for k, (ex, ey) in evals.items()}
+    return _Setup(x.to(dev, dtype), y.to(dev), moved, dev, n // batch_size)
+
+
+def _eval_batch_size(value: int | None, device: torch.device) -> int:
+    if value is None:
+        return EVAL_BATCH_SIZES.get(device.type, EVAL_BATCH_SIZES["cuda"])
+    return _check_int("eval_batch_size", value, 1)
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def _epoch_order(
+    n: int, batch_size: int, steps: int, generator: torch.Generator, replacement: bool
+) -> torch.Tensor:
+    """Example indices of one epoch's minibatches, ``(steps, batch_size)`` on the CPU."""
+    if replacement:
+        return torch.randint(n, (steps, batch_size), generator=generator)
+    return torch.randperm(n, generator=generator)[: steps * batch_size].view(steps, batch_size)
+
+
+def _bound(divergence_bound: float | None, initial_loss: float) -> float:
+    """The divergence bound in force: the given one, or the default from the initial loss."""
+    if divergence_bound is not None:
+        return float(divergence_bound)
+    if not math.isfinite(initial_loss):
+        return math.inf  # the run stops at once anyway
+    return DEFAULT_DIVERGENCE_FACTOR * max(initial_loss, 1.0)
+
+
+def _divergence(loss: float, bound: float, step: int) -> str | None:
+    if not math.isfinite(loss):
+        return f"training loss became {loss} by step {step}"
+    if loss > bound:
+        return f"training loss {loss:.4g} exceeded the divergence bound {bound:.4g} by step {step}"
+    return None
+
+
+class SGD:
+    r"""Plain SGD with heavy-ball momentum and L2 weight decay: ``torch.optim.SGD``'s update.
+
+    Per parameter $\theta$ with gradient $g$: $g \leftarrow g + \lambda\theta$; with momentum
+    $v \leftarrow g$ on the first step, then $v \leftarrow \beta v + g$, and $g \leftarrow v$;
+    finally $\theta \leftarrow \theta - \eta g$ (no dampening, no Nesterov).
+
+    Example:
+        >>> p = torch.ones(2)
+        >>> SGD([p], lr=0.5, momentum=0.9).step([torch.ones(2)])
+        >>> p
+        tensor([0.5000, 0.5000])
+    """
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.buffers: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor]) -> None:
+        """Update the parameters in place with ``grads`` (one per parameter, same order)."""
+        if self.weight_decay != 0.0:
+            grads = [g.add(p, alpha=self.weight_decay) for g, p in zip(grads, self.params)]
+        if self.momentum != 0.0:
+            if self.buffers is None:
+                self.buffers = [g.clone() for g in grads]
+            else:
+                for buf, g in zip(self.buffers, grads):
+                    buf.mul_(self.momentum).add_(g)
+            grads = self.buffers
+        for p, g in zip(self.params, grads):
+            p.add_(g, alpha=-self.lr)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fit(
+    model: nn.Module,
+    train: Data,
+    *,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    eval_sets: Mapping[str, Data] | None = None,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+    divergence_bound: float | None = None,
+    replacement: bool = False,
+    eval_batch_size: int | None = None,
+    callback: Callable[[Progress], None] | None = None,
+) -> TrainResult:
+    r"""Train ``model`` in place with plain SGD at a constant learning rate on cross-entropy.
+
+    Args:
+        model: any classifier ``(n, ...) -> logits (n, n_classes)``; moved to ``device``. Its
+            floating dtype is the dtype of the data during training.
+        train: an ``ImageDataset`` or an ``(x, y)`` pair, ``x`` ``(N, ...)``, ``y`` ``(N,)``
+            ``int64``.
+        lr: learning rate $\eta > 0$, constant.
+        batch_size: minibatch size $1 \le B \le N$.
+        epochs: passes over the data ($\lfloor N/B \rfloor$ steps each); 0 only evaluates.
+        momentum: heavy-ball momentum $\beta \in [0, 1)$.
+        weight_decay: L2 coefficient $\lambda \ge 0$ added to the gradient.
+        eval_sets: name -> data evaluated before training and after every epoch.
+        generator: CPU generator of the data order (exclusive with ``seed``).
+        seed: seed of a fresh data-order generator (default 0).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+        divergence_bound: a minibatch or full-pass training loss above this (or a non-finite
+            one) stops the run as ``"diverged"``; default ``DEFAULT_DIVERGENCE_FACTOR`` (100)
+            times ``max(initial training loss, 1)``. Minibatch losses are checked every
+            ``CHECK_EVERY`` (16) steps and at the end of each epoch.
+        replacement: draw minibatches with replacement instead of epoch permutations.
+        eval_batch_size: examples per forward pass during evaluation (default:
+            ``EVAL_BATCH_SIZES`` of the device: 128 on a CPU, 1024 on a GPU).
+        callback: called with a :class:`Progress` after each epoch's evaluation.
+
+    Returns:
+        The :class:`TrainResult`; the model holds the final weights.
+
+    Raises:
+        UserError: for bad options or data (before any work).
+
+    Example:
+        >>> x = torch.randn(64, 1, 2, 2); y = (x.flatten(1).sum(1) > 0).long()
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> r = fit(model, (x, y), lr=0.5, batch_size=16, epochs=3, seed=0, device="cpu")
+        >>> r.status, r.steps, r.temperature, len(r.epochs)
+        ('ok', 12, 0.03125, 4)
+        >>> r.epochs[-1]["train"]["loss"] < r.epochs[0]["train"]["loss"]
+        True
+    """
+    start = time.perf_counter()
+    setup = _setup(
+        train,
+        eval_sets,
+        lrs=[lr],
+        batch_size=batch_size,
+        epochs=epochs,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        device=device,
+        dtype=_float_dtype(model),
+        divergence_bound=divergence_bound,
+    )
+    data_gen = _data_generator(generator, seed)
+    seed_used = None if generator is not None else (0 if seed is None else seed)
+    eval_batch_size = _eval_batch_size(eval_batch_size, setup.device)
+    temp = temperature(lr, batch_size, momentum)
+    model.to(setup.device)
+    x, y, dev = setup.x, setup.y, setup.device
+    n = int(y.shape[0])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def measure(epoch: int, step: int) -> dict[str, Any]:
+        metrics = {"train": evaluate(model, x, y, batch_size=eval_batch_size)}
+        for name, (ex, ey) in setup.evals.items():
+            metrics[name] = evaluate(model, ex, ey, batch_size=eval_batch_size)
+        record = epoch_record(epoch, step, metrics)
+        if callback is not None:
+            callback(Progress(0, epoch, epochs, step, record))
+        return record
+
+    records = [measure(0, 0)]
+    initial = records[0]["train"]["loss"]
+    bound = _bound(divergence_bound, initial)
+    reason = _divergence(initial, math.inf, 0)
+    step = 0
+    train_seconds = 0.0
+    model.train()
+    for epoch in range(1, epochs + 1):
+        if reason is not None:
+            break
+        tic = time.perf_counter()
+        order = _epoch_order(n, batch_size, setup.steps_per_epoch, data_gen, replacement).to(dev)
+        worst = torch.full((), -math.inf, device=dev)
+        for batch in order:  # (B,) example indices
+            loss = F.cross_entropy(model(x.index_select(0, batch)), y.index_select(0, batch))
+            opt.step(torch.autograd.grad(loss, params))
+            worst = torch.maximum(worst, loss.detach())
+            step += 1
+            if step % CHECK_EVERY == 0:
+                reason = _divergence(worst.item(), bound, step)
+                if reason is not None:
+                    break
+        if reason is None:
+            reason = _divergence(worst.item(), bound, step)
+        _sync(dev)
+        train_seconds += time.perf_counter() - tic
+        if reason is not None:
+            break
+        records.append(measure(epoch, step))
+        reason = _divergence(records[-1]["train"]["loss"], bound, step)
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return TrainResult(
+        status="ok" if reason is None else "diverged",
+        reason=reason,
+        temperature=temp,
+        lr=float(lr),
+        batch_size=batch_size,
+        momentum=float(momentum),
+        weight_decay=float(weight_decay),
+        seed=seed_used,
+        replacement=replacement,
+        epochs=records,
+        steps=step,
+        seconds=time.perf_counter() - start,
+        train_seconds=train_seconds,
+        state=state,
+        confounders=temperature_confounders(model),
+        device=str(dev),
+        divergence_bound=float(bound),
+    )
