@@ -147,3 +147,13 @@ def test_a_changed_study_config_is_rerun_not_reused(tmp_path):
     changed = dataclasses.replace(profile, stationary=dataclasses.replace(TINY_STATIONARY, seed=1))
     assert _stationary(changed, tmp_path) is False
     assert load_spec  # the spec loader is what profiles with a path use
+
+
+def test_two_minima_choices():
+    from sgdtemp.experiments.reproduce import _two_minima_config
+
+    smoke, quick = _two_minima_config("smoke"), _two_minima_config("quick")
+    assert smoke.n_chains * smoke.n_steps < quick.n_chains * quick.n_steps
+    assert _two_minima_config(quick) is quick
+    with pytest.raises(UserError, match="two_minima"):
+        _two_minima_config("huge")

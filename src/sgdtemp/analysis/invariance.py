@@ -67,8 +67,9 @@ __all__ = [
 
 #: A line differs when its spread between cells exceeds this many times the seed noise ...
 COLLAPSE_FACTOR = 2.0
-#: ... and the F test rejects "no difference" at this level.
-ALPHA = 0.01
+#: ... and the F test rejects "no difference" at this level (per line; the claims correct for
+#: the number of lines where that matters, see :mod:`sgdtemp.analysis.claims`).
+ALPHA = 0.05
 #: A cell whose mean curve is this many noise units from the line mean is an outlier.
 OUTLIER_Z = 2.0
 #: Cells with η·λ_max at or above this are unstable (design.md: never mixed into claims).

@@ -119,7 +119,8 @@ class Profile:
     Attributes:
         name: the profile name.
         spec: the sweep spec: a file name in ``sgdtemp/experiments/profiles/``, or a path.
-        two_minima: ``"quick"`` or ``"full"`` (:meth:`TwoMinimaConfig.quick` or the defaults),
+        two_minima: ``"smoke"`` (a tiny study), ``"quick"`` or ``"full"``
+            (:meth:`TwoMinimaConfig.quick` or the defaults),
             a :class:`~sgdtemp.experiments.two_minima.TwoMinimaConfig`, or None to skip it.
         stationary: the stationary-law checks.
         shift: the shift measurement (None: not measured).
@@ -141,7 +142,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",
         "smoke.toml",
-        "quick",
+        "smoke",
         StationaryConfig(temperatures=(0.1, 0.2, 0.4, 0.8), grid=64, sgd_chains=512, sgd_steps=800),
         ShiftOptions(
             eval_sets=("heldout", "corrupt:gaussian_noise:3"),
@@ -272,12 +273,27 @@ def _two_minima_config(choice: Any) -> Any:
 
     if isinstance(choice, TwoMinimaConfig):
         return choice
+    if choice == "smoke":  # a pipeline check: few chains, short runs, two temperatures each
+        quick = TwoMinimaConfig.quick()
+        models = {
+            k: dataclasses.replace(v, temperatures=v.temperatures[:2])
+            for k, v in quick.noise_models.items()
+        }
+        return dataclasses.replace(
+            quick,
+            n_chains=64,
+            n_steps=600,
+            grid_points=601,
+            n_train=1024,
+            n_test=1024,
+            noise_models=models,
+        )
     if choice == "quick":
         return TwoMinimaConfig.quick()
     if choice == "full":
         return TwoMinimaConfig()
     raise UserError(
-        f"two_minima must be 'quick', 'full', a TwoMinimaConfig or None, not {choice!r}"
+        f"two_minima must be 'smoke', 'quick', 'full', a TwoMinimaConfig or None, not {choice!r}"
     )
 
 

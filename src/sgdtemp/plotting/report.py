@@ -54,11 +54,24 @@ def _roles(analysis: Analysis) -> dict[tuple[float, int], tuple[str, str | None]
     return out
 
 
+def _fraction(v: float) -> str:
+    """``"1/2048"`` for reciprocals of integers (to 6 digits), else ``"0.003"``.
+
+    Example:
+        >>> _fraction(0.000488281), _fraction(0.003), _fraction(2.0)
+        ('1/2048', '0.003', '2')
+    """
+    if v >= 1:
+        return f"{v:g}"
+    inv = 1.0 / v
+    if abs(inv - round(inv)) <= 1e-5 * inv:
+        return f"1/{round(inv)}"
+    return f"{v:.3g}"
+
+
 def _log2_ticks(ax: Any, axis: str, values: Sequence[float]) -> None:
     vals = sorted(set(values))
-    labels = [
-        f"{v:g}" if v >= 1 else f"1/{1 / v:g}" if (1 / v).is_integer() else f"{v:.3g}" for v in vals
-    ]
+    labels = [_fraction(v) for v in vals]
     if axis == "x":
         ax.set_xticks(np.log2(vals), labels)
     else:
@@ -157,6 +170,17 @@ def _band(
         ax.fill_between(e, lo, hi, color=color, alpha=0.15, lw=0)
 
 
+def _ylim_after_start(ax: Any, runs: Sequence[RunView], metric: str) -> None:
+    """Fit the y-axis to epochs >= 1 (epoch 0, the shared initialization, would flatten it)."""
+    parts = [r.loss[metric][1:] for r in runs if metric in r.loss]
+    vals = np.concatenate(parts) if parts else np.zeros(0)
+    vals = vals[np.isfinite(vals)]
+    if vals.size:
+        lo, hi = float(vals.min()), float(np.quantile(vals, 0.98))
+        pad = 0.05 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-3
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def _curve_grid(
     analysis: Analysis,
     groups: Sequence[tuple[str, list[RunView]]],
@@ -173,7 +197,6 @@ def _curve_grid(
         figsize=(3.1 * len(groups) + 0.6, 2.6 * len(metrics)),
         squeeze=False,
         sharex=True,
-        sharey="row",
     )
     all_keys = sorted(
         {(r.batch_size if color_by == "B" else _key(r.temperature)) for _, rs in groups for r in rs}
@@ -194,6 +217,7 @@ def _curve_grid(
                 if role != "scored":
                     name += f" [{role}]"
                 _band(ax, members, metric, color, name, role != "scored")
+            _ylim_after_start(ax, rs, metric)
             if row == 0:
                 ax.set_title(label, fontsize=9)
             if col == 0:

@@ -217,7 +217,12 @@ def _invariance_table(analysis: Analysis) -> str:
                 _e(ln.kind),
                 _e(ln.label),
                 _e(ln.metric),
-                _e(", ".join(str(c.batch_size) for c in ln.scored_cells)),
+                _e(
+                    ", ".join(
+                        f"T={c.temperature:.3g}" if ln.kind == "fixed-B" else f"B={c.batch_size}"
+                        for c in ln.scored_cells
+                    )
+                ),
                 str(ln.n_seeds),
                 f"{_num(ln.kappa, '.2f')} [{_num(ln.kappa_ci[0], '.2f')}, "
                 f"{_num(ln.kappa_ci[1], '.2f')}]",
@@ -234,7 +239,8 @@ def _invariance_table(analysis: Analysis) -> str:
         "<p class='small'>κ = √(MS between cells / MS between seeds within cells) over the "
         "loss-vs-epoch curves (epochs ≥ 1): ≈ 1 when cells differ only by seed noise (less when "
         "runs of one seed share initialization). A line "
-        f"differs when κ &gt; {COLLAPSE_FACTOR:g} and p &lt; {ALPHA:g}. Scores use the cells in "
+        f"differs when κ &gt; {COLLAPSE_FACTOR:g} and p &lt; {ALPHA:g} (claim C1 divides "
+        f"{ALPHA:g} by the number of iso-T tests). Scores use the cells in "
         "the SDE regime (measured lr·λ_max &lt; 1); the column “κ with large-lr cells” adds those "
         "with 1 ≤ lr·λ_max &lt; 2. Iso-T lines should "
         "collapse; fixed-lr (control) and fixed-B (across temperatures) lines should differ. "
@@ -245,7 +251,7 @@ def _invariance_table(analysis: Analysis) -> str:
                 "line",
                 "fixed",
                 "metric",
-                "scored B",
+                "scored cells",
                 "seeds",
                 "κ [95% CI]",
                 "p",
