@@ -156,3 +156,27 @@ def test_value_and_grad_matches_autograd(helpers):
     assert value == pytest.approx(float(f(theta)), abs=1e-12)
     assert torch.allclose(grad, torch.func.grad(f)(theta), atol=1e-12)
     assert ml.loss(theta) == pytest.approx(value, abs=1e-12)
+
+
+def test_graph_cache_reuses_the_gradient_graph_and_follows_theta(helpers):
+    model, x, y = helpers.make_case("cnn")
+    batches = _batches(x, y, [12, 12])
+    cached = HessianOperator(model, LOSS, batches, mode="double_backward")
+    cold = HessianOperator(model, LOSS, batches, mode="double_backward", graph_cache_bytes=0)
+    v = torch.randn(
+        cached.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    first = cached @ v
+    assert len(cached.model_loss._graphs) == 2  # one graph per batch, kept
+    assert torch.allclose(cached @ v, first, atol=0)  # reused graph, same numbers
+    assert torch.allclose(first, cold @ v, atol=ATOL)
+    assert len(cold.model_loss._graphs) == 0
+    # a new point drops the graphs: the product is the Hessian there, not at the old point
+    theta = helpers.flat_params(model) * 0.9
+    moved = HessianOperator.at(cached.model_loss, theta)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.9)
+    assert torch.allclose(moved @ v, helpers.dense_hessian(model, LOSS, x, y) @ v, atol=ATOL)
+    cached.clear_cache()
+    assert cached.model_loss._graph_bytes == 0 and not cached.model_loss._graphs

@@ -204,3 +204,42 @@ def test_bad_options_are_user_errors():
         measure_shift(model, nn.MSELoss(), data, data, weight_decay=0.1, top_k=6)
     with pytest.raises(UserError, match="mu"):
         measure_shift(model, nn.MSELoss(), data, data, mu=0.0)
+
+
+def test_time_limit_stops_unconverged_and_reports_the_point_reached(helpers):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 3, generator=gen, dtype=F64)
+    y = torch.randint(0, 3, (40,), generator=gen)
+    model = nn.Linear(3, 3).double()
+    seen = []
+    for method in ("newton_cg", "lbfgs"):
+        res = measure_shift(
+            model,
+            nn.CrossEntropyLoss(),
+            (x, y),
+            (x + 1.0, y),
+            weight_decay=1e-3,
+            method=method,
+            max_seconds=0.0,
+            rel_grad_tol=1e-12,
+            callback=lambda i, f, g: seen.append((i, f, g)),
+        )
+        assert not res.converged and res.message == "time limit"
+        assert math.isfinite(res.measured_gap) and math.isfinite(res.shift_norm)
+    assert seen  # the callback ran
+
+
+def test_callback_reports_every_iteration():
+    x, y = _regression_data(0, n=30)
+    model = nn.Linear(4, 1).double()
+    seen = []
+    res = measure_shift(
+        model,
+        nn.MSELoss(),
+        (x, y),
+        (x + 0.2, y),
+        weight_decay=0.1,
+        callback=lambda i, f, g: seen.append((i, f, g)),
+    )
+    assert res.converged and len(seen) == res.iterations
+    assert all(b[1] <= a[1] + 1e-12 for a, b in zip(seen, seen[1:]))  # monotone objective

@@ -36,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--mu must be a positive number, got {args.mu}")
     if args.max_iters < 1:
         raise UserError(f"--max-iters must be a positive integer, got {args.max_iters}")
+    if args.max_cg_iters < 1:
+        raise UserError(f"--max-cg-iters must be a positive integer, got {args.max_cg_iters}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     if args.top_k < 0:
         raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
@@ -53,13 +57,22 @@ def _run(args: argparse.Namespace) -> int:
         wd = float(run.config.get("weight_decay", 0.0) or 0.0)
     train = subset(run.splits.train, args.max_examples)
     evaluation = subset(eval_data, args.max_examples)
-    if progress_enabled(args.json):
+    show = progress_enabled(args.json)
+    if show:
         print(
             f"sgdtemp shift: descending on {args.eval_set} ({len(evaluation[1])} examples, "
             f"{n_params} parameters)",
             file=sys.stderr,
             flush=True,
         )
+
+    def progress(iteration: int, value: float, grad_norm: float) -> None:
+        print(
+            f"sgdtemp shift: iteration {iteration}  objective {value:.6g}  |grad| {grad_norm:.3g}",
+            file=sys.stderr,
+            flush=True,
+        )
+
     result = measure_shift(
         run.model,
         nn.CrossEntropyLoss(),
@@ -71,6 +84,9 @@ def _run(args: argparse.Namespace) -> int:
         method=args.method,
         batch_size=args.batch_size,
         max_iters=args.max_iters,
+        max_cg_iters=args.max_cg_iters,
+        max_seconds=math.inf if args.time_limit is None else args.time_limit,
+        callback=progress if show else None,
         grad_tol=args.grad_tol,
         rel_grad_tol=args.rel_grad_tol,
         top_k=args.top_k,
@@ -138,6 +154,16 @@ def register(subparsers: Any) -> None:
         "--method", choices=("newton_cg", "lbfgs"), default="newton_cg", help="descent method"
     )
     parser.add_argument("--max-iters", type=int, default=100, help="descent iterations")
+    parser.add_argument(
+        "--max-cg-iters", type=int, default=50, help="CG iterations per Newton step (default 50)"
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the descent after this long and report the point reached (converged: false)",
+    )
     parser.add_argument("--grad-tol", type=float, default=1e-6, help="absolute gradient tolerance")
     parser.add_argument(
         "--rel-grad-tol", type=float, default=1e-4, help="gradient tolerance relative to the start"

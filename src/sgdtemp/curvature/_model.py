@@ -169,6 +169,9 @@ class ModelLoss:
         taylor: compute Hessian quadratic forms $z^\top H z$ by second-order forward propagation
             when every layer of the model has a rule (see :mod:`sgdtemp.curvature._taylor`);
             otherwise, or with False, from Hessian-vector products.
+        graph_cache_bytes: memory for keeping the batches' gradient graphs between products at
+            the same parameters (Lanczos, CG and probes reuse them: a further double-backward
+            product then skips the forward and backward pass). 0 disables the cache.
 
     Raises:
         UserError: on a model without trainable parameters, empty data or an unknown mode.
@@ -185,6 +188,7 @@ class ModelLoss:
         batching: str = "auto",
         max_columns: int = 8,
         taylor: bool = True,
+        graph_cache_bytes: int = 2**30,
     ) -> None:
         if hvp_mode not in ("auto", *HVP_MODES):
             raise UserError(f"hvp_mode must be 'auto' or one of {HVP_MODES}, got {hvp_mode!r}")
@@ -222,6 +226,10 @@ class ModelLoss:
         self._program: TaylorProgram | None = None
         self._taylor_checked = False
         self._taylor_chunk = self.max_columns
+        self.graph_cache_bytes = int(graph_cache_bytes)
+        self._graphs: dict[int, tuple[list[Tensor], list[Tensor], list[int]]] = {}
+        self._graph_bytes = 0
+        self._graph_theta: Tensor | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -294,6 +302,48 @@ class ModelLoss:
 
     # ------------------------------------------------------------------ Hessian-vector products
 
+    def _gradient_graph(
+        self, theta: Tensor, x: Tensor, y: Tensor
+    ) -> tuple[list[Tensor], list[Tensor], list[int], bool]:
+        """The batch's gradient with ``create_graph``, built or taken from the cache.
+
+        Returns the leaves, the live gradients, their indices and whether the graph is cached
+        (kept for further products at the same ``theta``). Graphs are cached per batch while
+        their saved tensors fit in ``graph_cache_bytes``; a new ``theta`` drops them all. A
+        further product then costs only the double backward.
+        """
+        key = id(x)
+        same = self._graph_theta is not None and torch.equal(self._graph_theta, theta)
+        if same and key in self._graphs:
+            return (*self._graphs[key], True)
+        if not same:
+            self.clear_cache()
+        leaves = [t.clone().requires_grad_() for t in self.unflatten(theta).values()]
+        saved = [0]
+
+        def pack(t: Tensor) -> Tensor:
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = self._batch_loss(dict(zip(self.names, leaves)), x, y)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        outputs = [grads[i] for i in live]
+        size = saved[0] + sum(o.numel() * o.element_size() for o in outputs)
+        if self._graph_bytes + size <= self.graph_cache_bytes:
+            self._graphs[key] = (leaves, outputs, live)
+            self._graph_bytes += size
+            self._graph_theta = theta.clone()
+            return leaves, outputs, live, True
+        return leaves, outputs, live, False
+
+    def clear_cache(self) -> None:
+        """Drop cached gradient graphs (they are also dropped when ``theta`` changes)."""
+        self._graphs.clear()
+        self._graph_bytes = 0
+        self._graph_theta = None
+
     def _hvp_double_backward(
         self,
         theta: Tensor,
@@ -303,15 +353,10 @@ class ModelLoss:
         vectorize: bool,
         deadline: float,
     ) -> Tensor:
-        leaves = [t.clone().requires_grad_() for t in self.unflatten(theta).values()]
-        with torch.enable_grad():
-            loss = self._batch_loss(dict(zip(self.names, leaves)), x, y)
-            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        leaves, outputs, live, cached = self._gradient_graph(theta, x, y)
         out = torch.zeros_like(tangents)
         if not live:
             return out  # the gradient does not depend on the parameters: zero Hessian
-        outputs = [grads[i] for i in live]
         vs = list(self.unflatten(tangents).values())  # each (k, *shape)
         k = tangents.shape[0]
         if vectorize:
@@ -320,6 +365,7 @@ class ModelLoss:
                 leaves,
                 [vs[i] for i in live],
                 is_grads_batched=True,
+                retain_graph=cached,
                 allow_unused=True,
                 materialize_grads=True,
             )
@@ -329,7 +375,7 @@ class ModelLoss:
                 outputs,
                 leaves,
                 [vs[i][j] for i in live],
-                retain_graph=j < k - 1,
+                retain_graph=cached or j < k - 1,
                 allow_unused=True,
                 materialize_grads=True,
             )
@@ -412,6 +458,8 @@ class ModelLoss:
             self.strategy[kind] = candidates[0]
             return self._hvp_batch(candidates[0], theta, x, y, tangents)
         self.value_and_grad_batch(theta, x, y)  # warm-up: allocator, functional_call caches
+        if "double_backward" in self._modes():
+            self._gradient_graph(theta, x, y)  # cached if it fits: time the steady state
         tol = 10.0 * torch.finfo(self.dtype).eps ** 0.5
         reference: Tensor | None = None
         timings: dict[str, float] = {}

@@ -33,6 +33,7 @@ class AbstractModelOperator(abc.ABC):
         batching: str = "auto",
         max_columns: int = 8,
         taylor: bool = True,
+        graph_cache_bytes: int = 2**30,
     ) -> None:
         self.model_loss = ModelLoss(
             model,
@@ -43,6 +44,7 @@ class AbstractModelOperator(abc.ABC):
             batching=batching,
             max_columns=max_columns,
             taylor=taylor,
+            graph_cache_bytes=graph_cache_bytes,
         )
         self.params = self.model_loss.flat_params() if params is None else params.detach()
         self._check()
@@ -93,6 +95,10 @@ class AbstractModelOperator(abc.ABC):
         if x.shape[1] == 0:
             return torch.zeros_like(x)
         return self._apply(x.T.contiguous()).T.to(x.dtype)
+
+    def clear_cache(self) -> None:
+        """Free the gradient graphs kept between products (see ``graph_cache_bytes``)."""
+        self.model_loss.clear_cache()
 
     def to_dense(self) -> Tensor:
         """The full ``(d, d)`` matrix (``d`` products: small models only)."""

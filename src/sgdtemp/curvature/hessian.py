@@ -40,6 +40,10 @@ class HessianOperator(AbstractModelOperator):
         batching: ``"auto"``, ``"loop"`` or ``"vmap"`` for several columns.
         max_columns: at most this many columns per ``vmap`` call or Taylor pass.
         taylor: allow Taylor-mode quadratic forms (:meth:`quadratic_forms`).
+        graph_cache_bytes: memory for keeping each batch's gradient graph between products at
+            the same parameters, so that a further product costs only the double backward
+            (Lanczos, CG and several probes benefit); 0 disables it. Free it with
+            :meth:`clear_cache`.
 
     Example:
         >>> import torch

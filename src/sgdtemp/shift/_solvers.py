@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ __all__ = ["MinimizeResult", "newton_cg_minimize", "lbfgs_minimize", "SOLVERS"]
 ValueAndGrad = Callable[[Tensor], tuple[float, Tensor]]
 Value = Callable[[Tensor], float]
 Hvp = Callable[[Tensor, Tensor], Tensor]  # (x (d,), p (d,)) -> H(x) p (d,)
+Callback = Callable[[int, float, float], None]  # (iteration, objective, gradient norm)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,12 @@ def _to_boundary(z: Tensor, d: Tensor, radius: float) -> float:
 
 
 def _steihaug(
-    g: Tensor, hvp: Callable[[Tensor], Tensor], radius: float, tol: float, max_iters: int
+    g: Tensor,
+    hvp: Callable[[Tensor], Tensor],
+    radius: float,
+    tol: float,
+    max_iters: int,
+    deadline: float = math.inf,
 ) -> tuple[Tensor, float, int, str]:
     r"""Approximately minimize $m(p) = g^\top p + \frac12 p^\top B p$ over $\|p\| \le \Delta$.
 
@@ -101,6 +108,8 @@ def _steihaug(
             return z, model_value(z, bz), n, "converged"
         d = -r + (rr_new / rr) * d
         rr = rr_new
+        if time.perf_counter() > deadline:
+            return z, model_value(z, bz), n, "time limit"
     return z, model_value(z, bz), n, "max_cg_iters"
 
 
@@ -113,9 +122,11 @@ def newton_cg_minimize(
     grad_tol: float = 1e-6,
     rel_grad_tol: float = 1e-4,
     max_iters: int = 100,
-    max_cg_iters: int = 200,
+    max_cg_iters: int = 50,
     initial_radius: float | None = None,
     max_radius: float = math.inf,
+    max_seconds: float = math.inf,
+    callback: Callback | None = None,
 ) -> MinimizeResult:
     r"""Trust-region Newton–CG from ``x0``.
 
@@ -133,13 +144,16 @@ def newton_cg_minimize(
         grad_tol: absolute gradient-norm tolerance.
         rel_grad_tol: tolerance relative to the initial gradient norm.
         max_iters: outer iterations.
-        max_cg_iters: CG iterations per subproblem.
+        max_cg_iters: CG iterations per subproblem (a truncated Newton step).
         initial_radius: first trust radius (default $0.1\max(\|x_0\|, 1)$).
         max_radius: largest trust radius.
+        max_seconds: stop (unconverged, ``message="time limit"``) after this wall time.
+        callback: called after every iteration with (iteration, objective, gradient norm).
 
     Returns:
         The result; ``converged`` tells whether the gradient criterion was met.
     """
+    deadline = time.perf_counter() + max_seconds
     x = x0.clone()
     f, g = value_and_grad(x)
     gnorm0 = gnorm = float(torch.linalg.vector_norm(g))
@@ -161,7 +175,7 @@ def newton_cg_minimize(
         def product(d: Tensor, x: Tensor = x) -> Tensor:
             return hvp(x, d)
 
-        p, m_p, n, _ = _steihaug(g, product, radius, forcing, max_cg_iters)
+        p, m_p, n, _ = _steihaug(g, product, radius, forcing, max_cg_iters, deadline)
         hvps += n
         pnorm = float(torch.linalg.vector_norm(p))
         predicted = -m_p
@@ -187,8 +201,13 @@ def newton_cg_minimize(
                 grads += 1
             f, g = f_new, g_new
             gnorm = float(torch.linalg.vector_norm(g))
+        if callback is not None:
+            callback(it, f, gnorm)
         if radius < 1e3 * eps * max(float(torch.linalg.vector_norm(x)), 1.0):
             message = "trust radius collapsed"
+            break
+        if time.perf_counter() > deadline and gnorm > target:
+            message = "time limit"
             break
     else:
         if gnorm <= target:
@@ -216,12 +235,16 @@ def lbfgs_minimize(
     rel_grad_tol: float = 1e-4,
     max_iters: int = 500,
     history: int = 20,
+    max_seconds: float = math.inf,
+    callback: Callback | None = None,
     **_: object,
 ) -> MinimizeResult:
     """L-BFGS with a strong-Wolfe line search (``torch.optim.LBFGS``) from ``x0``.
 
-    Same stopping rule as :func:`newton_cg_minimize`; ``hvp`` is ignored.
+    Same stopping rule, time limit and callback as :func:`newton_cg_minimize`; ``hvp`` is
+    ignored. The callback runs at every objective evaluation (iteration = evaluation count).
     """
+    deadline = time.perf_counter() + max_seconds
     f0, g0 = value_and_grad(x0)
     gnorm0 = float(torch.linalg.vector_norm(g0))
     target = max(grad_tol, rel_grad_tol * gnorm0)
@@ -238,15 +261,31 @@ def lbfgs_minimize(
         line_search_fn="strong_wolfe",
     )
 
+    class _TimeUp(Exception):
+        pass
+
+    best: dict[str, object] = {"f": math.inf, "x": x0.clone()}
+
     def closure() -> Tensor:
+        if time.perf_counter() > deadline:
+            raise _TimeUp
         f, g = value_and_grad(x.detach())
         count["grads"] += 1
+        if f < best["f"]:  # type: ignore[operator]
+            best["f"], best["x"] = f, x.detach().clone()
+        if callback is not None:
+            callback(count["grads"], f, float(torch.linalg.vector_norm(g)))
         x.grad = g
         return torch.tensor(f, dtype=x.dtype)
 
-    opt.step(closure)
+    timed_out = False
+    try:
+        opt.step(closure)
+    except _TimeUp:  # stopped mid line search: return the best point evaluated
+        timed_out = True
     state = opt.state[x]
-    xf = x.detach()
+    xf = best["x"] if timed_out else x.detach()
+    assert isinstance(xf, Tensor)
     f, g = value_and_grad(xf)
     gnorm = float(torch.linalg.vector_norm(g))
     return MinimizeResult(
@@ -258,7 +297,7 @@ def lbfgs_minimize(
         iterations=int(state.get("n_iter", 0)),
         num_hvps=0,
         num_grads=count["grads"] + 1,
-        message="converged" if gnorm <= target else "stopped",
+        message="converged" if gnorm <= target else ("time limit" if timed_out else "stopped"),
     )
 
 

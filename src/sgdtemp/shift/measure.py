@@ -33,6 +33,7 @@ $\tfrac12 s^\top\nabla^2\tilde L(\tilde\theta^*)s$ (the paper's data shift-curva
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,10 +219,12 @@ def measure_shift(
     grad_tol: float = 1e-6,
     rel_grad_tol: float = 1e-4,
     max_iters: int = 100,
-    max_cg_iters: int = 200,
+    max_cg_iters: int = 50,
+    max_seconds: float = math.inf,
     top_k: int = 0,
     hvp_mode: str = "auto",
     generator: torch.Generator | None = None,
+    callback: Callable[[int, float, float], None] | None = None,
 ) -> ShiftResult:
     r"""Measure the shift from the train minimum $\theta^*$ (the weights) to the eval minimum.
 
@@ -239,10 +242,14 @@ def measure_shift(
         rel_grad_tol: gradient-norm tolerance relative to $\|\nabla\tilde F(\theta^*)\|$.
         max_iters: descent iterations.
         max_cg_iters: CG iterations per Newton step and for the Newton shift.
+        max_seconds: wall-time budget of the descent (it then stops unconverged with
+            ``message="time limit"``; everything is still reported at the point reached).
         top_k: project $s$ on this many top eigenvectors of $\tilde H$ (0: skip).
         hvp_mode: Hessian-vector-product formulation (see
             :class:`~sgdtemp.curvature.HessianOperator`).
         generator: randomness of the Lanczos start vectors.
+        callback: called after each descent iteration with (iteration, objective, gradient
+            norm), e.g. for a progress display.
 
     Returns:
         The shift and its decomposition; check ``converged`` and ``ratio``.
@@ -293,6 +300,8 @@ def measure_shift(
         rel_grad_tol=rel_grad_tol,
         max_iters=max_iters,
         max_cg_iters=max_cg_iters,
+        max_seconds=max_seconds,
+        callback=callback,
     )
     theta_eval = result.x
     s = theta_star - theta_eval

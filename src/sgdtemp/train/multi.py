@@ -7,23 +7,27 @@ and its data order from its own generator seeded with ``seed``, so run ``k`` see
 minibatches ``fit(model_factory(...), train, seed=seeds[k], lr=lrs[k], ...)`` sees.
 
 **When the batched path is used (the rule).** A plain MLP (``nn.Sequential`` of an optional
-``Flatten``, ``Linear`` layers and ``ReLU``/``Tanh``) is trained *fused*: the K weight matrices
-of each layer are stacked to ``(K, out, in)`` and one ``baddbmm`` per layer runs all K
-forward (and, through autograd, backward) passes, followed by one batched SGD update. This pays
-when a single model's step is too small to keep the CPU/GPU busy, i.e. when the work per
-step, ``batch_size * n_params`` multiply-adds, is below :data:`FUSED_MAX_WORK`; for K = 8 MLPs
-784-64-10 at B = 32 it is several times faster than K sequential runs
-(``benchmarks/bench_multi.py``). Everything else (convolutional networks, BatchNorm, larger
-MLPs, K = 1) runs the K configurations one after another with ``fit``: measured on this
-project, generic ``torch.func.vmap`` over ``grad`` gains only ~1.2x over sequential runs for small
-models and nothing for larger ones, so it is not worth a second code path.
+``Flatten``, ``Linear`` layers and ``ReLU``/``Tanh``) is trained *fused* when K >= 2 and the
+work of one model's step, ``batch_size * n_params`` multiply-adds, is at most
+:data:`FUSED_MAX_WORK` (1e7). The K weight matrices of each layer are stacked to
+``(K, out, in)``; one ``baddbmm`` per layer runs the K forward passes, a hand-written backward
+pass (cross-entropy, ``bmm``, activation masks; no autograd bookkeeping) the K backward passes,
+and one batched update all K SGD steps. Measured with ``benchmarks/bench_multi.py`` on a 2-core
+CPU: for K = 8 MLPs 784-64-10 at B = 32 the training steps run 3.6x (1 thread) to 4x (2 threads)
+faster than 8 plain PyTorch loops one after another; at 2.6e7 multiply-adds per step (784-64-10
+at B = 512, 784-256-10 at B = 128) fused and sequential break even, and above that the fused path
+loses. Everything else (convolutional networks, BatchNorm, larger MLPs, K = 1) runs the K
+configurations one after another with ``fit``: measured on this project, generic
+``torch.func.vmap`` over ``grad`` gains only ~1.2x over sequential runs for small models and
+nothing for larger ones, so it is not worth a second code path.
 
 **How identical the results are.** The sequential path *is* ``fit``: bit-identical. The fused
-path does the same arithmetic in a different order (a batched matrix product instead of K
-single ones), so the results agree with ``fit`` up to floating-point rounding: in ``float64``
-to ~1e-12 relative after hundreds of steps, in ``float32`` to ~1e-5 relative over a few epochs
-(rounding differences of 1e-7 per step grow as they are fed back through training). The tests
-check float64 to ``rtol=1e-9`` and float32 to ``atol=1e-4`` on the metrics.
+path does the same arithmetic in a different order (batched matrix products instead of K single
+ones, the learning rate applied to the logit gradient instead of to each update), so the results
+agree with ``fit`` up to floating-point rounding: in ``float64`` to ~1e-15 relative after
+hundreds of steps, in ``float32`` to ~1e-7 absolute in the weights after an epoch (rounding
+differences of ~1e-7 per step, fed back through training, can grow over long runs). The tests
+check float64 to ``rtol=1e-9`` and float32 to ``atol=1e-4``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ from sgdtemp.train.trainer import (
     _check_int,
     _divergence,
     _epoch_order,
-    _eval_batch_size,
     _float_dtype,
     _setup,
     _sync,
@@ -60,11 +63,15 @@ from sgdtemp.train.trainer import (
 __all__ = ["FUSED_MAX_WORK", "fit_many", "fused_path_applies"]
 
 # Largest per-model work per step (batch_size * parameters, in multiply-adds) trained fused.
-FUSED_MAX_WORK = 20_000_000
-# Elementwise activations the fused MLP path understands.
-_ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
-    nn.ReLU: torch.relu,
-    nn.Tanh: torch.tanh,
+FUSED_MAX_WORK = 10_000_000
+# Examples per evaluation chunk on the fused path.
+FUSED_EVAL_BATCH_SIZE = 1024
+# Elementwise activations the fused MLP path understands: (function, backward from the output).
+_ACTIVATIONS: dict[
+    type[nn.Module], tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]
+] = {
+    nn.ReLU: (torch.relu, lambda grad, out: grad.masked_fill_(out <= 0, 0.0)),
+    nn.Tanh: (torch.tanh, lambda grad, out: grad * (1 - out * out)),
 }
 
 ModelFactory = Callable[[torch.Generator], nn.Module]
@@ -104,45 +111,95 @@ def fused_path_applies(model: nn.Module, *, batch_size: int, n_models: int) -> b
 
 
 class _FusedMLP:
-    """K MLPs of one architecture as stacked parameters ``(K, out, in)`` and ``(K, out)``."""
+    """K MLPs of one architecture as stacked parameters ``(K, out, in)`` and ``(K, out)``.
+
+    The training step is written out by hand (forward with ``baddbmm``, cross-entropy and its
+    backward pass), which saves the autograd bookkeeping that dominates small steps.
+    """
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device) -> None:
         plan = _mlp_plan(models[0])
         assert plan is not None
-        self.ops: list[tuple[str, Any]] = []
+        # ("linear", weight index, bias index or -1) or ("act", function, backward)
+        self.ops: list[tuple[str, Any, Any]] = []
         self.params: list[torch.Tensor] = []
         self.names: list[str] = []
         for index, layer in plan:
-            if type(layer) is nn.Linear:
-                w = torch.stack([dict(m.named_parameters())[f"{index}.weight"] for m in models])
-                self.ops.append(("linear", len(self.params)))
-                self.params.append(w.detach().to(device).requires_grad_())
-                self.names.append(f"{index}.weight")
-                if layer.bias is not None:
-                    b = torch.stack([dict(m.named_parameters())[f"{index}.bias"] for m in models])
-                    self.params.append(b.detach().to(device).requires_grad_())
-                    self.names.append(f"{index}.bias")
-                else:
-                    self.ops[-1] = ("linear_nobias", self.ops[-1][1])
-            else:
-                self.ops.append(("act", _ACTIVATIONS[type(layer)]))
+            if type(layer) is not nn.Linear:
+                self.ops.append(("act", *_ACTIVATIONS[type(layer)]))
+                continue
+            bias = -1
+            for kind in ("weight", "bias"):
+                if getattr(layer, kind) is None:
+                    continue
+                name = f"{index}.{kind}"
+                stacked = torch.stack([dict(m.named_parameters())[name] for m in models])
+                if kind == "bias":
+                    bias = len(self.params)
+                self.params.append(stacked.detach().to(device))
+                self.names.append(name)
+            self.ops.append(("linear", len(self.params) - 1 - (bias >= 0), bias))
+
+    def _linear(self, h: torch.Tensor, weight: int, bias: int) -> torch.Tensor:
+        w = self.params[weight]  # (K, out, in)
+        if h.ndim == 2:  # shared input, one matmul: (b, in) @ (in, K*out) -> (K, b, out)
+            k, n_out, n_in = w.shape
+            out = (h @ w.reshape(k * n_out, n_in).T).view(-1, k, n_out).transpose(0, 1)
+            return out if bias < 0 else out + self.params[bias].unsqueeze(1)
+        w_t = w.transpose(1, 2)  # (K, in, out)
+        if bias < 0:
+            return torch.bmm(h, w_t)
+        return torch.baddbmm(self.params[bias].unsqueeze(1), h, w_t)
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``(K, b, n_classes)`` of inputs ``(K, b, D)``, or ``(b, D)`` shared by all K."""
-        for kind, arg in self.ops:
-            if kind == "act":
-                h = arg(h)
-                continue
-            w_t = self.params[arg].transpose(1, 2)  # (K, in, out)
-            if h.ndim == 2:  # shared input: (b, in) @ (K, in, out) -> (K, b, out)
-                h = torch.matmul(h, w_t)
-                if kind == "linear":
-                    h = h + self.params[arg + 1].unsqueeze(1)
-            elif kind == "linear":
-                h = torch.baddbmm(self.params[arg + 1].unsqueeze(1), h, w_t)
-            else:
-                h = torch.bmm(h, w_t)
+        for kind, a, b in self.ops:
+            h = self._linear(h, a, b) if kind == "linear" else a(h)
         return h
+
+    @torch.no_grad()
+    def loss_and_grads(
+        self, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean cross-entropy of each model ``(K,)`` and its gradients times ``scale``.
+
+        Args:
+            x: inputs ``(K, B, D)`` (model k's minibatch in row k).
+            y: labels ``(K, B)``.
+            scale: ``(K,)`` factors applied to model k's gradients (its learning rate: scaling
+                the small ``(K, B, C)`` logit gradient is cheaper than scaling every update).
+
+        Returns:
+            The losses ``(K,)`` and ``scale_k * d loss_k / d param`` for every parameter.
+        """
+        saved: list[torch.Tensor] = []  # input of each linear op, output of each activation
+        h = x
+        for kind, a, b in self.ops:
+            if kind == "linear":
+                saved.append(h)
+                h = self._linear(h, a, b)
+            else:
+                h = a(h)
+                saved.append(h)
+        log_p = torch.log_softmax(h, dim=2)  # (K, B, C)
+        target = y.unsqueeze(2)  # (K, B, 1)
+        losses = -log_p.gather(2, target).squeeze(2).mean(dim=1)  # (K,)
+        grad = log_p.exp_()  # d loss / d logits = (softmax - onehot) / B
+        grad.scatter_add_(2, target, torch.full_like(target, -1, dtype=grad.dtype))
+        grad.mul_((scale / y.shape[1]).view(-1, 1, 1))
+        grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
+        first_linear = next(i for i, op in enumerate(self.ops) if op[0] == "linear")
+        for i in range(len(self.ops) - 1, first_linear - 1, -1):
+            kind, a, b = self.ops[i]
+            if kind == "act":
+                grad = b(grad, saved[i])
+                continue
+            grads[a] = torch.bmm(grad.transpose(1, 2), saved[i])  # (K, out, in)
+            if b >= 0:
+                grads[b] = grad.sum(dim=1)  # (K, out)
+            if i > first_linear:
+                grad = torch.bmm(grad, self.params[a])  # (K, B, in)
+        return losses, grads
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
         """Model ``k``'s ``state_dict`` (CPU copies)."""
@@ -341,10 +398,15 @@ def _fit_fused(
     )
     n_models = len(models)
     x, y, dev = setup.x, setup.y, setup.device
-    eval_chunk = _eval_batch_size(eval_batch_size, dev)
+    # evaluation holds only (chunk, K * width) activations: larger chunks than for one model
+    eval_chunk = FUSED_EVAL_BATCH_SIZE if eval_batch_size is None else eval_batch_size
     n = int(y.shape[0])
     fused = _FusedMLP(models, dev)
-    neg_lr = -torch.tensor(lrs, dtype=x.dtype, device=dev)  # (K,)
+    x_flat = x.flatten(1)  # (N, D), a view
+    # The update in learning-rate units (the same arithmetic as ``fit`` up to rounding):
+    # d = lr*g + lr*wd*theta, v = momentum*v + d (v = d at first), theta -= v.
+    lr_now = torch.tensor(lrs, dtype=x.dtype, device=dev)  # (K,); 0 once a run has stopped
+    lr_wd = lr_now * weight_decay
     bufs: list[torch.Tensor | None] = [None] * len(fused.params)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     active = [True] * n_models
@@ -371,13 +433,17 @@ def _fit_fused(
         active[k] = False
         reasons[k] = reason
         states[k] = fused.state(k)
-        neg_lr[k] = 0.0  # freeze it; its remaining steps are wasted work, not wrong results
+        # freeze it: its remaining steps are wasted work, not wrong results
+        lr_now[k] = lr_wd[k] = 0.0
+        for buf in bufs:
+            if buf is not None:
+                buf[k] = 0.0
 
     measure(0, 0)
     bounds = [_bound(divergence_bound, r[0]["train"]["loss"]) for r in records]
     for k in range(n_models):
         stop(k, _divergence(records[k][0]["train"]["loss"], math.inf, 0))
-    lr_view = [neg_lr.view(-1, *([1] * (p.ndim - 1))) for p in fused.params]
+    wd_view = [lr_wd.view(-1, *([1] * (p.ndim - 1))) for p in fused.params]
     step = 0
     train_seconds = 0.0
     for epoch in range(1, epochs + 1):
@@ -390,27 +456,23 @@ def _fit_fused(
         ).to(dev)  # (steps, K, B)
         worst = torch.full((n_models,), -math.inf, dtype=x.dtype, device=dev)
         for batch in order:  # (K, B)
-            xb = x[batch].flatten(2)  # (K, B, D)
-            logits = fused(xb)  # (K, B, C)
-            losses = (
-                F.cross_entropy(logits.flatten(0, 1), y[batch].flatten(), reduction="none")
-                .view(n_models, batch_size)
-                .mean(dim=1)
-            )  # (K,)
-            grads = torch.autograd.grad(losses.sum(), fused.params)
+            rows = batch.flatten()
+            xb = x_flat.index_select(0, rows).view(n_models, batch_size, -1)  # (K, B, D)
+            yb = y.index_select(0, rows).view(n_models, batch_size)  # (K, B)
+            losses, grads = fused.loss_and_grads(xb, yb, lr_now)  # (K,), lr * gradients
             with torch.no_grad():
-                for i, (p, g) in enumerate(zip(fused.params, grads)):
+                for i, (p, d) in enumerate(zip(fused.params, grads)):
                     if weight_decay != 0.0:
-                        g = g.add(p, alpha=weight_decay)
+                        d.addcmul_(p, wd_view[i])
                     if momentum != 0.0:
                         buf = bufs[i]
                         if buf is None:
-                            buf = bufs[i] = g.clone()
+                            buf = bufs[i] = d.clone()
                         else:
-                            buf.mul_(momentum).add_(g)
-                        g = buf
-                    p.addcmul_(g, lr_view[i])
-                worst = torch.maximum(worst, losses.detach())
+                            buf.mul_(momentum).add_(d)
+                        d = buf
+                    p.sub_(d)
+                worst = torch.maximum(worst, losses)
             step += 1
             for k in range(n_models):
                 steps[k] += active[k]
