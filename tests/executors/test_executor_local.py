@@ -72,6 +72,39 @@ def test_workers_run_one_thread(pool):
     assert result["threads"] == 1
 
 
+def test_workers_get_one_thread_env(pool):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert pool.submit(os.getenv, var).result(timeout=60) == "1"
+
+
+def test_worker_start_up_imports_no_numerical_library():
+    """A spawned worker imports sgdtemp before it limits its threads: that must not load torch."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import sgdtemp, sgdtemp.executors._local, sgdtemp.experiments.sweep
+        print(sorted(m for m in ("torch", "numpy", "scipy") if m in sys.modules))
+        from sgdtemp.theory import lr_for_temperature, stationary_density_1d, temperature
+        import sgdtemp.theory as theory
+        assert callable(temperature) and theory.temperature is temperature
+        assert all(getattr(theory, name) is not None for name in theory.__all__)
+        assert set(theory.__all__) <= set(dir(theory))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_size_is_the_usable_cpus():
+    from sgdtemp.executors import usable_cpus
+
+    assert usable_cpus() == len(os.sched_getaffinity(0))
+    with LocalExecutor() as pool:  # starts no worker before a submission
+        assert pool.max_workers == usable_cpus()
+
+
 def test_shutdown_cancels_queued_futures():
     executor = LocalExecutor(1)
     running = executor.submit(pid_and_sleep, 0.5)

@@ -34,6 +34,11 @@ SPEC = textwrap.dedent(
     [measure.curvature]
     probes = 2
     examples = 32
+
+    [measure.shift]
+    examples = 32
+    max_iters = 3
+    max_cg_iters = 5
     """
 )
 TIMING = ("seconds", "train_seconds")
@@ -75,3 +80,7 @@ def test_identical_metrics_through_local_ray_and_dask(tmp_path, capsys, ray_clus
     assert results["local"] == results["ray"] == results["dask"]
     first = next(iter(results["local"].values()))
     assert first["curvature"]["status"] == "ok" and "contrast:3" in first["epochs"][-1]["corrupt"]
+    assert first["shift"]["status"] == "ok" and set(first["shift"]) >= {
+        "test",
+        "corrupt:contrast:3",
+    }

@@ -189,17 +189,28 @@ def _never_called():
 
 
 def test_bad_arguments(tmp_path):
+    import torch
+
     from sgdtemp.experiments.spec import Measurements
 
     with pytest.raises(UserError, match="max_attempts"):
         execute([], store=tmp_path / "r.db", sweep="s", max_attempts=0)
-    with pytest.raises(UserError, match="measure.shift"):
+    with pytest.raises(UserError, match=r"measure\.shift: .*DataSplits"):
+        run(
+            [RunConfig(0.1, 8, 0, 1)],
+            _never_called,
+            (torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)),
+            store=tmp_path / "r.db",
+            measure=Measurements(shift={}),
+        )
+    with pytest.raises(UserError, match=r"measure\.shift\.steps: unknown key"):
         run(
             [RunConfig(0.1, 8, 0, 1)],
             _never_called,
             _never_called,
             store=tmp_path / "r.db",
-            measure=Measurements(shift={}),
+            eval_sets=["test"],
+            measure=Measurements(shift={"steps": 5}),
         )
     assert not (tmp_path / "r.db").exists()  # nothing was created before the error
 

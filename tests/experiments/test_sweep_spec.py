@@ -56,7 +56,12 @@ FULL = textwrap.dedent(
     top_k = 1
 
     [measure.shift]
-    eval_set = "test"
+    eval_sets = ["test"]
+    seeds = [0]
+    examples = 200
+    max_iters = 5
+    method = "newton_cg"
+    objective = "proximal"
     """
 )
 
@@ -71,7 +76,15 @@ def test_full_spec(tmp_path):
     assert spec.model_args == {"width": 32} and spec.replacement is True
     assert spec.stability == Stability(40.0, "skip")
     assert spec.measure.curvature == {"probes": 4, "top_k": 1}
-    assert spec.measure.shift == {"eval_set": "test"}
+    assert spec.measure.shift == {
+        "eval_sets": ["test"],
+        "seeds": [0],
+        "examples": 200,
+        "max_iters": 5,
+        "method": "newton_cg",
+        "objective": "proximal",
+    }
+    assert spec.to_dict()["measure"]["shift"] == spec.measure.shift
     assert len(spec.grid) == 2 * 2 * 2
     expected = [
         (t * b * (1 - 0.5), b, seed) for t in (0.001, 0.004) for b in (16, 64) for seed in (0, 1)
@@ -130,7 +143,19 @@ BAD = [
     ('action = "skip"', 'action = "drop"', "stability.action", "mark, skip"),
     ("top_k = 1", "top_k = 0", "measure.curvature.top_k", "positive integer"),
     ("probes = 4", "probs = 4", "measure.curvature.probs", "did you mean 'probes'"),
-    ('eval_set = "test"', 'eval_set = "corrupt:fog:9"', "measure.shift.eval_set", "severity"),
+    (
+        'eval_sets = ["test"]',
+        'eval_sets = ["corrupt:fog:9"]',
+        "measure.shift.eval_sets",
+        "severity",
+    ),
+    ('eval_sets = ["test"]', 'eval_sets = ["train"]', "measure.shift.eval_sets", "starts from"),
+    ('eval_sets = ["test"]', 'eval_set = "test"', "measure.shift.eval_set", "'eval_sets'"),
+    ("max_iters = 5", "steps = 5", "measure.shift.steps", "unknown key"),
+    ("max_iters = 5", "max_iters = 0", "measure.shift.max_iters", "positive integer"),
+    ("examples = 200", "examples = 2.5", "measure.shift.examples", "positive integer"),
+    ('method = "newton_cg"', 'method = "sgd"', "measure.shift.method", "newton_cg, lbfgs"),
+    ('objective = "proximal"', "objective = 1", "measure.shift.objective", "auto, minimum"),
     ("train_subset = 500", "train_subset = -5", "data.train_subset", "positive integer"),
     ("heldout = 0.2", "heldout = 1.5", "data.heldout", "fraction in (0, 1)"),
     ('device = "cpu"', 'devise = "cpu"', "devise", "did you mean 'device'"),
@@ -185,3 +210,45 @@ def test_structural_errors(text, pattern):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'nope.toml'}: no such sweep spec")):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_shift_keys_are_options_of_measure_shift():
+    """Every [measure.shift] key is an argument of measure_shift or picks its data."""
+    import inspect
+
+    from sgdtemp.experiments.spec import _SHIFT_KEYS, SHIFT_DEFAULTS
+    from sgdtemp.shift import OBJECTIVES, measure_shift
+    from sgdtemp.shift._solvers import SOLVERS
+
+    params = inspect.signature(measure_shift).parameters
+    data_keys = {"eval_sets", "seeds", "examples", "seed"}  # what data, which runs, the generator
+    assert set(_SHIFT_KEYS) - data_keys <= set(params)
+    assert set(SHIFT_DEFAULTS) <= set(_SHIFT_KEYS)
+    budget = {"max_iters", "max_cg_iters", "batch_size"}  # a smaller budget per run than one call
+    for key in set(SHIFT_DEFAULTS) & set(params) - budget:
+        assert SHIFT_DEFAULTS[key] == params[key].default, key
+    assert _SHIFT_KEYS["method"] == "choice:" + ",".join(SOLVERS)
+    assert _SHIFT_KEYS["objective"] == "choice:" + ",".join(OBJECTIVES)
+
+
+def test_shift_true_means_the_defaults_and_needs_an_eval_set():
+    base = 'dataset = "digits"\nmodel = "mlp"\neval = ["train", "test"]\n'
+    grid = "[grid]\nlrs = [0.1]\nbatch_sizes = [8]\n"
+    spec = parse_spec(base + "[measure]\nshift = true\n" + grid)
+    assert spec.measure.shift == {}
+    with pytest.raises(UserError, match=r"^s\.toml:5: measure\.shift\.eval_sets: missing"):
+        parse_spec(
+            base.replace('"train", "test"', '"train"') + "[measure]\nshift = true\n" + grid,
+            source="s.toml",
+        )
+
+
+def test_measurements_built_in_python_are_checked_like_a_spec():
+    from sgdtemp.experiments.spec import Measurements, check_measurements
+
+    good = Measurements(curvature={"probes": 2}, shift={"eval_sets": ["test"], "top_k": 2})
+    assert check_measurements(good, ["heldout"]) == good
+    with pytest.raises(UserError, match=r"measure\.shift\.max_iter: unknown key; did you mean"):
+        check_measurements(Measurements(shift={"max_iter": 3}), ["test"])
+    with pytest.raises(UserError, match=r"measure\.shift\.mu: must be a positive number"):
+        check_measurements(Measurements(shift={"mu": -1.0}), ["test"])

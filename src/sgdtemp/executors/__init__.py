@@ -22,6 +22,7 @@ from sgdtemp.executors._base import (
     WorkerLost,
     check_reachable,
     limit_threads,
+    usable_cpus,
 )
 from sgdtemp.executors._dask import DaskExecutor
 from sgdtemp.executors._local import LocalExecutor, RemoteTraceback
@@ -38,6 +39,7 @@ __all__ = [
     "make_executor",
     "limit_threads",
     "check_reachable",
+    "usable_cpus",
 ]
 
 

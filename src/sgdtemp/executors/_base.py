@@ -22,6 +22,7 @@ __all__ = [
     "chain_future",
     "import_optional",
     "limit_threads",
+    "usable_cpus",
 ]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -66,6 +67,14 @@ def limit_threads(threads: int = 1) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: ``taskset -c 0,1`` gives 2), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def import_optional(module: str, *, executor: str, install: str) -> ModuleType:

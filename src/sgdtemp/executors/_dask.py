@@ -10,7 +10,6 @@ retried there by Dask first.)
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from sgdtemp.executors._base import (
     chain_future,
     check_reachable,
     import_optional,
+    usable_cpus,
 )
 
 __all__ = ["DaskExecutor"]
@@ -63,7 +63,7 @@ class DaskExecutor(AbstractExecutor):
         else:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 self._cluster = distributed.LocalCluster(
-                    n_workers=max_workers or os.cpu_count() or 1,
+                    n_workers=max_workers or usable_cpus(),
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address="127.0.0.1:0",  # no fixed port 8787 to collide on

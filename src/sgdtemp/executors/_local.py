@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sgdtemp.executors._base import AbstractExecutor, WorkerLost, limit_threads
+from sgdtemp.executors._base import AbstractExecutor, WorkerLost, limit_threads, usable_cpus
 
 __all__ = ["LocalExecutor", "RemoteTraceback"]
 
@@ -115,7 +115,8 @@ class LocalExecutor(AbstractExecutor):
     """A pool of worker processes on this machine (the default executor).
 
     Args:
-        max_workers: number of worker processes (default: the number of CPUs).
+        max_workers: number of worker processes (default: the CPUs this process may use,
+            :func:`~sgdtemp.executors.usable_cpus`).
         mp_context: multiprocessing start method; ``"spawn"`` (the default) is safe with torch,
             whose thread pools do not survive ``fork``.
         threads_per_worker: intra-op threads of each worker.
@@ -143,7 +144,7 @@ class LocalExecutor(AbstractExecutor):
     ):
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
-        self._max_workers = max_workers or os.cpu_count() or 1
+        self._max_workers = max_workers or usable_cpus()
         self._ctx: Any = multiprocessing.get_context(mp_context)
         self._threads = threads_per_worker
         self._preload = tuple(preload)

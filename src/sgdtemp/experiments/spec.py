@@ -41,8 +41,15 @@ optional)::
     probes = 16                    # Hutchinson probes for the trace
     top_k = 1                      # largest eigenvalues (Lanczos)
     examples = 1024                # training images the Hessian averages over
-    [measure.shift]                # train → test minimum shift after training
-    eval_set = "test"
+    [measure.shift]                # train → eval-set minimum shift after training
+    eval_sets = ["heldout", "corrupt:gaussian_noise:3"]   # default: the `eval` sets
+    seeds = [0]                    # measure the runs of these seeds only (default: all)
+    examples = 1000                # training and eval images the two objectives average over
+    max_iters = 10                 # Newton–CG iterations of the descent to the eval minimum
+
+Every key of ``[measure.shift]`` (see :class:`Measurements` and :data:`SHIFT_DEFAULTS`) is an
+option of :func:`sgdtemp.shift.measure_shift` or says which data it sees; ``measure.shift = true``
+measures with the defaults. The result lands in each run's metrics under ``"shift"``.
 
 Errors name the file, the line and the key: ``spec.toml:12: grid.batch_sizes: ...``.
 """
@@ -68,10 +75,12 @@ __all__ = [
     "Measurements",
     "SweepSpec",
     "STABILITY_ACTIONS",
+    "SHIFT_DEFAULTS",
     "iso_temperature_grid",
     "product_grid",
     "load_spec",
     "parse_spec",
+    "check_measurements",
 ]
 
 #: What to do with a cell whose ``lr · λ_max ≥ 2``.
@@ -85,7 +94,36 @@ _CURVATURE_KEYS = {
     "batch_size": "int>0",
     "seed": "int>=0",
 }
-_SHIFT_KEYS = {"eval_set": "str", "steps": "int>0", "lr": "num>0"}
+_SHIFT_KEYS = {
+    "eval_sets": "list:str",
+    "seeds": "list:int>=0",
+    "examples": "int>0",
+    "batch_size": "int>0",
+    "method": "choice:newton_cg,lbfgs",
+    "objective": "choice:auto,minimum,proximal",
+    "mu": "num>0",
+    "max_iters": "int>0",
+    "max_cg_iters": "int>0",
+    "grad_tol": "num>0",
+    "rel_grad_tol": "num>0",
+    "top_k": "int>=0",
+    "seed": "int>=0",
+}
+
+#: Defaults of the ``[measure.shift]`` options that have one (``eval_sets``: the sweep's
+#: evaluation sets; ``seeds``: every seed; ``mu``: :func:`sgdtemp.shift.measure_shift`'s).
+SHIFT_DEFAULTS: Mapping[str, Any] = {
+    "examples": 1000,
+    "batch_size": 500,
+    "method": "newton_cg",
+    "objective": "auto",
+    "max_iters": 10,
+    "max_cg_iters": 20,
+    "grad_tol": 1e-6,
+    "rel_grad_tol": 1e-4,
+    "top_k": 0,
+    "seed": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -233,7 +271,17 @@ class Measurements:
             ``examples`` (1024) training images: Hutchinson trace with ``probes`` (16) probes and
             the ``top_k`` (1) largest eigenvalues by Lanczos, HVPs over batches of
             ``batch_size`` (256), probes seeded by ``seed`` (0).
-        shift: options of the train → test shift measurement (``eval_set``, ``steps``, ``lr``).
+        shift: options of the train → eval-set shift measurement
+            (:func:`sgdtemp.shift.measure_shift`) of the trained model, on each of
+            ``eval_sets`` (default: the sweep's evaluation sets but ``train``), for the runs of
+            ``seeds`` (default: all): both objectives average over the first ``examples``
+            (1000) images of the training and the evaluation set in batches of ``batch_size``
+            (500); the descent is ``method`` (``"newton_cg"``; or ``"lbfgs"``) on the
+            ``objective`` (``"auto"``, ``"minimum"`` or ``"proximal"`` with weight ``mu``) for
+            at most ``max_iters`` (10) iterations of ``max_cg_iters`` (20) CG steps, to a
+            gradient norm of ``grad_tol`` (1e-6) or ``rel_grad_tol`` (1e-4) times the initial
+            one; ``top_k`` (0) projects the shift on the top eigenvectors of the eval Hessian,
+            Lanczos seeded by ``seed`` (0). The training weight decay is the objectives'.
     """
 
     curvature: Mapping[str, Any] | None = None
@@ -405,6 +453,11 @@ class _Reader:
             if len(set(map(repr, value))) != len(value):
                 raise self.error(key, f"has repeated values: {value!r}")
             return list(value)
+        if kind.startswith("choice:"):
+            choices = kind[7:].split(",")
+            if value not in choices:
+                raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+            return value
         if not checks[kind](value):
             raise self.error(key, f"must be {words[kind]}, got {value!r}")
         return value
@@ -527,14 +580,7 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     sharpness = r.value(stab, "sharpness", "num>0", "stability.")
     stability = Stability(None if sharpness is None else float(sharpness), action)
 
-    measure = r.value(raw, "measure", "table", default={})
-    r.unknown(measure, ("curvature", "shift"), "measure.")
-    measurements = Measurements(
-        curvature=_measurement(r, measure, "curvature", _CURVATURE_KEYS),
-        shift=_measurement(r, measure, "shift", _SHIFT_KEYS),
-    )
-    if measurements.shift is not None and "eval_set" in measurements.shift:
-        _check_eval_sets(r, [measurements.shift["eval_set"]], key="measure.shift.eval_set")
+    measurements = _measurements(r, r.value(raw, "measure", "table", default={}), eval_sets)
 
     return SweepSpec(
         name=name,
@@ -553,6 +599,43 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
         source=source,
         lines=r.lines,
     )
+
+
+def _measurements(r: _Reader, measure: Mapping[str, Any], eval_sets: Sequence[str]) -> Measurements:
+    r.unknown(measure, ("curvature", "shift"), "measure.")
+    curvature = _measurement(r, measure, "curvature", _CURVATURE_KEYS)
+    shift = _measurement(r, measure, "shift", _SHIFT_KEYS)
+    if shift is not None:
+        key = "measure.shift.eval_sets"
+        if "eval_sets" in shift:
+            shift["eval_sets"] = _check_eval_sets(r, shift["eval_sets"], key=key)
+        measured = shift.get("eval_sets", [s for s in eval_sets if s != "train"])
+        if "train" in measured:
+            raise r.error(key, "train is where the shift starts from; list other sets")
+        if not measured:
+            raise r.error(key, "missing; the sweep's eval sets hold none but train, list some here")
+    return Measurements(curvature=curvature, shift=shift)
+
+
+def check_measurements(measure: Measurements, eval_sets: Sequence[str]) -> Measurements:
+    """Validate measurements built in Python as a spec's ``[measure]`` table would be.
+
+    Args:
+        measure: the measurements.
+        eval_sets: the sweep's evaluation sets (the default of ``shift.eval_sets``).
+
+    Returns:
+        The measurements, eval-set names canonical.
+
+    Raises:
+        UserError: naming the bad key, e.g. ``<measure>: measure.shift.max_iter: unknown key``.
+
+    Example:
+        >>> check_measurements(Measurements(shift={"max_iters": 3}), ["test"]).shift
+        {'max_iters': 3}
+    """
+    r = _Reader("<measure>", "")
+    return _measurements(r, {**measure.as_dict()}, eval_sets)
 
 
 def _measurement(

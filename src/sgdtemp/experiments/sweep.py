@@ -48,11 +48,13 @@ from typing import Any
 from sgdtemp.errors import UserError
 from sgdtemp.executors import AbstractExecutor, WorkerLost, limit_threads, make_executor
 from sgdtemp.experiments.spec import (
+    SHIFT_DEFAULTS,
     DataOptions,
     Measurements,
     RunConfig,
     Stability,
     SweepSpec,
+    check_measurements,
 )
 from sgdtemp.storage import (
     CODE_VERSION,
@@ -94,6 +96,7 @@ TRAIN_PRELOAD = (
     "sgdtemp.train",
     "sgdtemp.data",
     "sgdtemp.curvature",
+    "sgdtemp.shift",
 )
 
 
@@ -168,6 +171,8 @@ class SweepSummary:
         skipped: already finished before this invocation.
         seconds: wall-clock time of this invocation.
         task_seconds: time the tasks themselves took, summed over the runs executed here.
+        task_cpu_seconds: CPU time of the worker processes during those tasks, summed (below
+            ``task_seconds`` when other load kept a worker off its core).
     """
 
     sweep: str
@@ -179,6 +184,7 @@ class SweepSummary:
     skipped: int
     seconds: float
     task_seconds: float
+    task_cpu_seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
         """``{"total", "ok", "diverged", "failed", "unstable", "skipped"}``."""
@@ -200,6 +206,7 @@ class _JobResult:
     key: str
     status: str  # a finished status, or "stale" (the claim no longer held the run)
     seconds: float
+    cpu_seconds: float = 0.0
     metrics: Mapping[str, Any] | None = None
     error: str | None = None
     environment: Mapping[str, Any] | None = None
@@ -245,7 +252,7 @@ def _run_job(
         key, token, pid=pid, host=host, environment=environment()
     ):
         return _JobResult(key, "stale", 0.0)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         outcome = _as_outcome(task())
         status, error = outcome.status, None
@@ -255,12 +262,13 @@ def _run_job(
         status, metrics, env = "failed", None, environment()
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     if store is not None:
         accepted = store.finish(
             key, token, status=status, metrics=metrics, error=error, environment=env
         )
-        return _JobResult(key, status if accepted else "stale", seconds)
-    return _JobResult(key, status, seconds, metrics, error, env, host, pid)
+        return _JobResult(key, status if accepted else "stale", seconds, cpu)
+    return _JobResult(key, status, seconds, cpu, metrics, error, env, host, pid)
 
 
 # ------------------------------------------------------------------------------- driver side
@@ -377,7 +385,7 @@ class _Driver:
         self.db = str(store.path.resolve())
         self.inflight: dict[cf.Future[Any], tuple[str, str]] = {}
         self.waiting: set[str] = set()
-        self.task_seconds = 0.0
+        self.task_seconds = self.task_cpu_seconds = 0.0
         self.done = self.failed = 0
 
     def run(self, *, retry_failed: bool, spec: Mapping[str, Any] | None) -> SweepSummary:
@@ -409,6 +417,7 @@ class _Driver:
             skipped=len(skipped),
             seconds=time.perf_counter() - started,
             task_seconds=self.task_seconds,
+            task_cpu_seconds=self.task_cpu_seconds,
         )
 
     def _report(self) -> None:
@@ -514,6 +523,7 @@ class _Driver:
             self._observe(key)
             return
         self.task_seconds += result.seconds
+        self.task_cpu_seconds += result.cpu_seconds
         self._finished(result.status)
 
     def _recheck_waiting(self) -> list[str]:
@@ -679,8 +689,8 @@ class TrainTask:
 
     The metrics are the record ``sgdtemp train --json`` prints (``status``, ``temperature``,
     ``epochs`` with the train and evaluation-set losses and accuracies per epoch, ``steps``,
-    ``seconds``, ...), plus ``curvature`` when measured and ``lr_sharpness`` when the sharpness is
-    known.
+    ``seconds``, ...), plus ``curvature`` and ``shift`` when measured (see :func:`_curvature` and
+    :func:`_shift`) and ``lr_sharpness`` when the sharpness is known.
 
     Attributes:
         model_factory: a :class:`ModelSpec`, or a picklable callable with no arguments returning
@@ -730,8 +740,10 @@ class TrainTask:
 
         data = _materialize(self.data)
         if isinstance(data, tuple):
-            if self.eval_sets:
-                raise UserError("eval sets need DataSplits data, not an (x, y) pair")
+            if self.eval_sets or self.measure.shift is not None:
+                raise UserError(
+                    "eval sets and the shift measurement need DataSplits data, not an (x, y) pair"
+                )
             train_set, evals = data, {}
         else:
             train_set = data.train
@@ -755,6 +767,17 @@ class TrainTask:
         metrics: dict[str, Any] = {**result.to_dict(), **self.labels}
         if self.measure.curvature is not None:
             metrics["curvature"] = _curvature(self.measure.curvature, model, train_set, result)
+        if self.measure.shift is not None:
+            metrics["shift"] = _shift(
+                self.measure.shift,
+                model,
+                data,
+                result,
+                weight_decay=c.weight_decay,
+                seed=c.seed,
+                eval_sets=[s for s in self.eval_sets if s != "train"],
+                eval_seed=self.eval_seed,
+            )
         lr_sharpness = self.stability.lr_sharpness(c.lr)
         if lr_sharpness is not None:
             metrics["lr_sharpness"] = lr_sharpness
@@ -840,11 +863,73 @@ def _curvature(
     }
 
 
-def _unsupported_measurement(measure: Measurements) -> str | None:
-    """The first requested measurement that sweeps cannot do yet, or None."""
-    if measure.shift is not None:
-        return "shift"
-    return None
+def _shift(
+    options: Mapping[str, Any],
+    model: Any,
+    splits: Any,
+    result: Any,
+    *,
+    weight_decay: float,
+    seed: int,
+    eval_sets: Sequence[str],
+    eval_seed: int,
+) -> dict[str, Any]:
+    r"""The train → eval-set shift of the trained model (:func:`sgdtemp.shift.measure_shift`).
+
+    For each evaluation set: from the trained weights $\theta^*$, descend on the eval objective
+    (mean cross-entropy over its first ``examples`` images, the training weight decay, and for the
+    proximal objective a pull toward $\theta^*$) to $\tilde\theta^*$, and report the shift
+    $s = \theta^* - \tilde\theta^*$, the gap and its quadratic part $\tfrac12 s^\top\tilde H s$
+    (:meth:`sgdtemp.shift.ShiftResult.summary`). Options and defaults: ``[measure.shift]`` in
+    :mod:`sgdtemp.experiments.spec`. Products are double-backward (a fixed formulation, so the
+    numbers do not depend on which executor ran them).
+
+    Returns:
+        ``{"status": "ok", "examples": n, EVAL_SET: summary, ...}``, or ``{"status":
+        "skipped", "reason": ...}`` for a run that did not train to the end or whose seed is
+        not measured.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from sgdtemp.shift import measure_shift
+
+    if result.status != "ok":
+        return {"status": "skipped", "reason": f"the run {result.status}"}
+    o = {**SHIFT_DEFAULTS, **options}
+    if "seeds" in o and seed not in o["seeds"]:
+        return {"status": "skipped", "reason": f"seed {seed} is not in measure.shift.seeds"}
+    param = next(model.parameters())
+    n = int(o["examples"])
+
+    def head(data: Any) -> tuple[Any, Any]:
+        k = min(n, int(data.x.shape[0]))
+        return data.x[:k].to(param.device, param.dtype), data.y[:k].to(param.device)
+
+    train = head(splits.train)
+    names = list(o.get("eval_sets") or eval_sets)
+    out: dict[str, Any] = {"status": "ok", "examples": n}
+    for name, data in _eval_sets(splits, names, eval_seed).items():
+        measured = measure_shift(
+            model,
+            F.cross_entropy,
+            train,
+            head(data),
+            weight_decay=weight_decay,
+            objective=str(o["objective"]),
+            mu=None if o.get("mu") is None else float(o["mu"]),
+            method=str(o["method"]),
+            batch_size=int(o["batch_size"]),
+            grad_tol=float(o["grad_tol"]),
+            rel_grad_tol=float(o["rel_grad_tol"]),
+            max_iters=int(o["max_iters"]),
+            max_cg_iters=int(o["max_cg_iters"]),
+            top_k=int(o["top_k"]),
+            hvp_mode="double_backward",
+            generator=torch.Generator().manual_seed(int(o["seed"])),
+        )
+        out[name] = measured.summary()
+    return out
 
 
 def _train_job(
@@ -947,7 +1032,8 @@ def run(
         The summary.
 
     Raises:
-        UserError: on a requested measurement sweeps cannot do yet, or a bad argument.
+        UserError: on a bad argument or measurement option, or a shift measurement on
+            ``(x, y)`` data (it needs ``DataSplits``), before any run starts.
 
     Example (not run here: it starts worker processes)::
 
@@ -962,11 +1048,13 @@ def run(
             summary = run(grid, factory, (x, y), store="runs.db", model_name="mlp")
             print(summary.counts())  # {'total': 4, 'ok': 4, ..., 'skipped': 0}
     """
-    measure = measure or Measurements()
     stability = stability or Stability()
-    missing = _unsupported_measurement(measure)
-    if missing is not None:
-        raise UserError(f"measure.{missing}: this measurement is not wired into sweeps yet")
+    measure = measure or Measurements()
+    if measure.shift is not None and isinstance(data, tuple):
+        raise UserError(
+            "measure.shift: the shift needs evaluation sets, so DataSplits data, not an (x, y) pair"
+        )
+    measure = check_measurements(measure, eval_sets)
     model = model_name or describe(model_factory)
     dataset = data_name or describe(data)
     template = TrainTask(
@@ -1023,9 +1111,6 @@ def prepare_spec(
     Raises:
         UserError: naming the spec file, line and key.
     """
-    missing = _unsupported_measurement(spec.measure)
-    if missing is not None:
-        raise spec.error(f"measure.{missing}", "this measurement is not wired into sweeps yet")
     try:
         from sgdtemp.train import MODELS
     except ImportError as err:  # pragma: no cover - the trainer ships with the package
@@ -1048,6 +1133,11 @@ def prepare_spec(
             )
     if "heldout" in spec.eval_sets and len(splits.heldout) == 0:
         raise spec.error("eval", "the heldout set is empty; set [data] heldout or drop it")
+    shift = spec.measure.shift
+    if shift is not None and "heldout" in shift.get("eval_sets", ()) and len(splits.heldout) == 0:
+        raise spec.error(
+            "measure.shift.eval_sets", "the heldout set is empty; set [data] heldout or drop it"
+        )
     model = ModelSpec(
         spec.model, tuple(splits.train.x.shape[1:]), splits.train.n_classes, spec.model_args
     )
