@@ -13,6 +13,7 @@ from sgdtemp.theory.fokker_planck_2d import (
     MAX_WIDTH,
     FokkerPlanck2D,
     Grid2D,
+    _gth_stationary,
     auto_domain,
     effective_potential,
     fokker_planck_from_landscape,
@@ -23,8 +24,11 @@ from sgdtemp.theory.fokker_planck_2d import (
 from sgdtemp.theory.kramers import mean_first_passage_time_1d
 
 # Detailed balance holds exactly on the nodes for constant isotropic noise; what is left is the
-# round-off of a metastable solve, ~1e-16 * |A| / spectral gap (here < 1e-9 relative).
+# regularizing floor of D (D_FLOOR = 1e-12 relative) times L / D, ~1e-9 relative.
 GIBBS_RTOL = 1e-8
+# Per cell, relative to the cell's own Gibbs value, wherever that is above 1e-290 of the peak:
+# the same floor effect (observed 1.4e-9), with room for round-off.
+CELL_RTOL = 1e-7
 # Observed L1 convergence order of manufactured solutions (the scheme is second order).
 ORDER_BAND = (1.8, 2.3)
 # OU moments on an 80 x 80 grid (h = 0.05): the Scharfetter–Gummel error is O(h^2 |H| / D).
@@ -57,6 +61,56 @@ def test_isotropic_double_well_is_gibbs(temperature: float) -> None:
     finite = st.density > 1e-100 * scale  # away from underflow
     eff = st.effective_potential[finite] * 1.3**2
     np.testing.assert_allclose(eff, (st.loss - st.loss.min())[finite], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "grid"), [(0.05, 80), (0.02, 80), (0.01, 100), (0.005, 140)]
+)
+def test_tiny_basin_is_gibbs_relative_to_its_own_mass(temperature: float, grid: int) -> None:
+    # issue 4: at T = 0.05, grid 80 the left basin (Gibbs mass 1.5e-3) came out as -1.4e-4, and
+    # 3723 cells were negative; at T = 0.02 its 1e-8 came out as -5e-33
+    st = stationary_2d(DoubleWell2D(), temperature, grid=grid)
+    assert st.min_density >= 0.0
+    assert st.basins[0].gibbs_probability < 2e-3  # the left basin holds very little mass
+    for b in st.basins:
+        assert b.probability == pytest.approx(b.gibbs_probability, rel=CELL_RTOL)
+    peak = st.gibbs_density.max()
+    seen = st.gibbs_density > 1e-290 * peak
+    assert st.gibbs_density[seen].min() < 1e-30 * peak  # the law spans more than 30 decades
+    np.testing.assert_allclose(st.density[seen], st.gibbs_density[seen], rtol=CELL_RTOL, atol=0)
+
+
+def test_drift_without_potential_finds_its_traps() -> None:
+    # no potential: the pinned sinks come from the drift along each jump alone
+    land, temperature = DoubleWell2D(), 0.05
+    grid = Grid2D(*auto_domain(land, temperature), 100, 100)
+
+    def on(fn):
+        return lambda p: fn(torch.from_numpy(np.ascontiguousarray(p))).numpy()
+
+    fp = FokkerPlanck2D(
+        grid,
+        lambda p: np.broadcast_to(0.5 * temperature * np.eye(2), p.shape[:-1] + (2, 2)),
+        drift=lambda p: -on(land.grad)(p),
+    )
+    p = fp.stationary()
+    assert p.min() >= 0.0
+    gibbs = fp.normalize(np.exp(-(on(land.loss)(grid.points())) / (0.5 * temperature)))
+    left = grid.points()[..., 0] < float(land.saddles()[0, 0])
+    # the drift's trapezoid rule along each jump is O(h^2): 0.2 % here, not a sign error
+    assert p[left].sum() == pytest.approx(gibbs[left].sum(), rel=0.02)
+
+
+def test_gth_keeps_tiny_stationary_weights_relative() -> None:
+    # a 4-state birth-death chain with up-rates 1e-100: pi_k = 1e-100 ** k exactly
+    up, down = 1e-100, 1.0
+    rates = np.zeros((4, 4))
+    for k in range(3):
+        rates[k + 1, k], rates[k, k + 1] = up, down  # rates[j, l]: l -> j
+    pi = _gth_stationary(rates)
+    np.testing.assert_allclose(pi, [1.0, 1e-100, 1e-200, 1e-300], rtol=1e-14)
+    with pytest.raises(UserError, match="reducible"):
+        _gth_stationary(np.array([[0.0, 0.0], [1.0, 0.0]]))
 
 
 def test_higher_temperature_moves_mass_to_the_shallow_wide_basin() -> None:
