@@ -136,3 +136,20 @@ def test_rejects_negative_noise() -> None:
     v = torch.zeros(5, dtype=torch.float64)
     with pytest.raises(UserError):
         Tabulated1D(0.0, 1.0, v, v, v, v - 1.0)
+
+
+def test_a_diverging_fused_run_ends_non_finite_instead_of_raising() -> None:
+    """dt far beyond 2/L'': the chains blow up; the table lookup must not fail on NaN."""
+    quad = QuadraticLoss(
+        torch.eye(1, dtype=torch.float64), torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    )
+    tab = Tabulated1D.from_landscape(quad, -5.0, 5.0, 101)
+    traj = run_sde(
+        tab,
+        torch.zeros(4, 1, dtype=torch.float64),
+        temperature=0.1,
+        dt=5.0,
+        n_steps=2000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert not bool(torch.isfinite(traj.final).any())

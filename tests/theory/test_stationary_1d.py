@@ -7,9 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from scipy import integrate, optimize, stats
 
 from sgdtemp.errors import UserError
+from sgdtemp.landscapes import MixturePotential, TwoMinimaLoss, sample_two_minima_data
 from sgdtemp.theory import (
     basin_probability,
     gibbs_density_1d,
@@ -222,3 +224,32 @@ def test_bad_interval_raises_user_error() -> None:
         mean_and_var(stat, 2.0, 3.0)
     with pytest.raises(UserError, match="noise_var"):
         gibbs_density_1d(np.linspace(0.0, 1.0, 5), np.zeros(5), 0.1, 0.0)
+
+
+# Grid evaluation of L', L'' and C (the stationary density's inputs) against per-example
+# gradients summed in float64: agreement to this (rounding only).
+GRID_RTOL, GRID_ATOL = 1e-11, 1e-11
+
+
+@pytest.mark.parametrize("translation_std", [0.02, 0.4])
+def test_two_minima_grid_evaluation_matches_per_example_oracle(translation_std: float) -> None:
+    """The uniform-grid path (factored exponentials) and the direct path (shuffled points)."""
+    gen = torch.Generator().manual_seed(0)
+    x, xi = sample_two_minima_data(
+        300, translation_std=translation_std, tilt_std=4.0, generator=gen
+    )
+    loss = TwoMinimaLoss(MixturePotential(), x, xi)
+    grid = torch.linspace(-6.0, 8.0, 401, dtype=torch.float64).unsqueeze(1)
+    perm = torch.randperm(grid.shape[0], generator=gen)
+    grads = loss.all_example_grads(grid)[..., 0]  # (points, N)
+    hess = loss.potential.d2(grid - x).mean(dim=1)
+    oracle = (grads.mean(dim=1), hess, grads.var(dim=1, correction=0))
+    tp = grid[:, 0] - float(x.mean())
+    delta0 = loss.potential.log_ratio(tp)
+    slope = loss.potential._coef.c1 + 2.0 * loss.potential._coef.c2 * tp
+    assert loss._sigmoid_filler(tp, delta0, slope, 8).__name__ == "factored"
+    assert loss._sigmoid_filler(tp[perm], delta0[perm], slope[perm], 8).__name__ == "direct"
+    for points, order in ((grid, slice(None)), (grid[perm], perm)):
+        g, h, c = loss.grad_hessian_noise(points)
+        for got, want in zip((g[:, 0], h[:, 0, 0], c[:, 0, 0]), oracle):
+            torch.testing.assert_close(got, want[order], rtol=GRID_RTOL, atol=GRID_ATOL)

@@ -25,9 +25,11 @@ U''' = -r_1r_2\big[3DD' + (r_1-r_2)D^3\big],$$
 with $\kappa_k = 1/w_k^2$ and $D' = \kappa_1-\kappa_2$. Nothing overflows for large $|u|$.
 
 Fast paths. Minibatch gradients need one sigmoid per example. Grid evaluations of $L'$, $L''$
-and $C$ need one sigmoid per (grid point, example) pair; every other term is a polynomial in
-the example's data, so the sums over examples are matrix products of the sigmoid matrix with a
-few data columns (data centered on their means for accuracy).
+and $C$ need one sigmoid per (grid point, example) pair (on a uniform grid not even that:
+$e^{-\delta}$ factors into per-point, per-example and shared tables, see
+``TwoMinimaLoss._sigmoid_filler``); every other term is a polynomial in the example's data, so
+the sums over examples are matrix products of the sigmoid matrix with a few data columns (data
+centered on their means for accuracy).
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ _CHUNK_ELEMENTS = 1 << 17
 # Up to this many (point, example) pairs, reductions are elementwise products and sums instead of
 # matrix products (BLAS calls cost more than the work on tiny blocks).
 _SMALL_ELEMENTS = 1 << 15
+# Grid evaluations on a uniform grid skip the per-pair sigmoid when the grid's D(theta) is affine
+# in the point index to within this many ulps of max |D| (a linspace grid: a few), and no exponent
+# of the factors exceeds _EXP_SAFE in magnitude.
+_UNIFORM_ULPS = 64
+_EPS64 = 2.0**-52
+_EXP_SAFE = 300.0
 # Minibatch gradients are computed for blocks of chains with about this many examples at once, so
 # that the intermediate arrays stay in cache (measured about 2.5x faster than one block of 4096x32).
 _MINIBATCH_CHUNK_ELEMENTS = 1 << 15
@@ -417,21 +425,19 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
     ) -> tuple[Tensor, Tensor | None]:
         """:meth:`_sigmoid_moments` evaluated at every point (``cols2`` given: centered)."""
         c = self.potential._coef
-        dtype = tp.dtype
-        q, lin = self._q.to(dtype), self._lin.to(dtype)
         delta0 = self.potential.log_ratio(tp)
-        coef = torch.stack([delta0, c.c1 + 2.0 * c.c2 * tp], dim=1)  # (G, 2)
+        d = c.c1 + 2.0 * c.c2 * tp  # D(theta'), (G,)
         sig0 = torch.sigmoid(delta0).unsqueeze(1)
         g = tp.numel()
         m1 = tp.new_empty((g, cols1.shape[0]))
         m2 = tp.new_empty((g, cols2.shape[0])) if cols2 is not None else None
         rows = self._rows()
         buf = tp.new_empty((min(rows, g), self.n_examples))
+        fill = self._sigmoid_filler(tp, delta0, d, min(rows, g))
         for start in range(0, g, rows):
             stop = min(g, start + rows)
             block = buf[: stop - start]
-            _affine_rows(q, coef[start:stop], lin, out=block)  # delta_n, (rows, N)
-            block.sigmoid_()
+            fill(start, stop, block)  # sigma_n at each point, (rows, N)
             if m2 is not None:
                 block.sub_(sig0[start:stop])
             _row_products(block, cols1, out=m1[start:stop])
@@ -439,6 +445,62 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
                 block.square_()
                 _row_products(block, cols2, out=m2[start:stop])
         return m1, m2
+
+    def _sigmoid_filler(
+        self, tp: Tensor, delta0: Tensor, d: Tensor, rows: int
+    ) -> Callable[[int, int, Tensor], None]:
+        r"""A function that writes $\sigma_n(\theta'_i)$ for points ``start:stop`` into a block.
+
+        In general one sigmoid per (point, example) pair. On a uniform grid (the Fokker–Planck
+        case) no pair needs a transcendental: with $\delta_n(\theta') = \delta(\theta') -
+        D(\theta')\tilde x_n + c_2\tilde x_n^2$ and $D_i = D_{i_0} + (i - i_0)\Delta$ affine in
+        the point index,
+
+        $$e^{-\delta_n(\theta'_i)} = e^{-\delta(\theta'_i)}\;
+        e^{D_{i_0}\tilde x_n - c_2\tilde x_n^2}\; e^{(i - i_0)\Delta\,\tilde x_n},$$
+
+        a per-point factor, a per-block factor ($N$ exponentials per block) and a table shared by
+        all blocks, so $\sigma_n = 1/(1 + e^{-\delta_n})$ costs two multiplications and a
+        division. Every factor is a correctly rounded exponential of a small exponent, so this is
+        as accurate as the direct sigmoid (whose argument carries the rounding of the sum). The
+        grid counts as uniform when $D_i$ deviates from the line through its ends by at most a
+        few ulps of $\max|D|$; the factors are used only where no exponent exceeds
+        ``_EXP_SAFE`` in magnitude (their products can then only overflow to ``inf`` or underflow
+        to 0 where $\sigma$ is 0 or 1 to double precision).
+        """
+        c = self.potential._coef
+        g = tp.numel()
+        x_abs = max(abs(self._xt_min), abs(self._xt_max))
+        uniform = g >= 2 and tp.dtype == torch.float64
+        if uniform:
+            d_max = float(d.abs().max())
+            slope = (d[-1] - d[0]) / (g - 1)
+            line = torch.arange(g, dtype=tp.dtype, device=tp.device).mul_(slope).add_(d[0])
+            uniform = float((d - line).abs().max()) <= _UNIFORM_ULPS * _EPS64 * d_max
+            uniform = uniform and float(delta0.abs().max()) <= _EXP_SAFE
+            uniform = uniform and d_max * x_abs + abs(c.c2) * x_abs**2 <= _EXP_SAFE
+        if not uniform:
+            q, lin = self._q.to(tp.dtype), self._lin.to(tp.dtype)
+            coef = torch.stack([delta0, d], dim=1)  # (G, 2)
+
+            def direct(start: int, stop: int, block: Tensor) -> None:
+                _affine_rows(q, coef[start:stop], lin, out=block)  # delta_n, (rows, N)
+                block.sigmoid_()
+
+            return direct
+
+        xt = self._xt.to(tp.dtype)
+        quad = c.c2 * xt * xt
+        per_point = torch.exp(-delta0).unsqueeze(1)  # (G, 1)
+        offsets = torch.arange(rows, dtype=tp.dtype, device=tp.device) * slope
+        table = torch.exp(torch.outer(offsets, xt))  # (rows, N)
+
+        def factored(start: int, stop: int, block: Tensor) -> None:
+            per_block = torch.exp(torch.addcmul(-quad, d[start], xt))  # (N,)
+            torch.mul(table[: stop - start], per_point[start:stop], out=block)
+            block.mul_(per_block).add_(1.0).reciprocal_()  # 1 / (1 + e^(-delta_n))
+
+        return factored
 
     def _grad_hess_cov(self, tp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         r"""$L'$, $L''$ and $C$ at centered flat points ``tp`` from one pass over the data.
@@ -522,7 +584,9 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         r"""$L'$, $L''$ and $C$ together, sharing one sigmoid per (point, example) pair.
 
         The fast path for Fokker–Planck grids: with $10^4$ points and $N = 10^4$ examples it
-        costs about $10^8$ sigmoids (``benchmarks/bench_stationary_1d.py``).
+        touches about $10^8$ (point, example) pairs, each with two multiplications and a division
+        on a uniform grid (a sigmoid otherwise), plus matrix products
+        (``benchmarks/bench_stationary_1d.py``).
 
         Args:
             theta: points, ``(..., 1)``.
@@ -636,32 +700,25 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         Returns:
             ``(chains, 1)``, equal to ``example_grads(theta, idx).mean(1)`` up to rounding.
         """
-        chains, batch = idx.shape
-        rows = max(1, _MINIBATCH_CHUNK_ELEMENTS // batch)
-        if chains <= rows:
-            return self._minibatch_grad_block(theta, idx)
-        out = torch.empty(
-            (chains, 1), dtype=torch.promote_types(theta.dtype, self.x.dtype), device=theta.device
-        )
-        for start in range(0, chains, rows):
-            stop = min(chains, start + rows)
-            out[start:stop] = self._minibatch_grad_block(theta[start:stop], idx[start:stop])
-        return out
-
-    def _minibatch_grad_block(self, theta: Tensor, idx: Tensor) -> Tensor:
-        # Few, fused tensor operations: with small batches the per-call cost dominates.
         c = self.potential._coef
         d0, delta0, delta1, g0 = self._fused_constants
         chains, batch = idx.shape
-        flat_idx = idx.reshape(-1)
-        xb = self._xt.index_select(0, flat_idx).view(chains, batch)
-        r = self._h.index_select(0, flat_idx).view(chains, batch).sum(dim=1)
-        th = theta[:, 0]
-        d = torch.add(d0, th, alpha=2.0 * c.c2)  # D(theta')
-        delta = torch.addcmul(delta0, torch.add(delta1, th, alpha=c.c2), th)  # delta(theta')
-        v = torch.add(d.unsqueeze(1), xb, alpha=-c.c2)  # D - c2 xt_b
-        sig = torch.addcmul(delta.unsqueeze(1), v, xb, value=-1.0).sigmoid_()  # sigma_b
-        s_sum = sig.sum(dim=1)
-        sx_sum = sig.mul_(xb).sum(dim=1)
-        r.addcmul_(d, s_sum, value=-1.0).add_(sx_sum, alpha=2.0 * c.c2)
-        return torch.add(g0, th, alpha=c.k1).add_(r, alpha=1.0 / batch).unsqueeze(1)
+        th = theta[:, 0].to(torch.promote_types(theta.dtype, self.x.dtype))
+        # Per chain, once: -D(theta'), delta(theta') and the base k1 (theta' - m1) + xibar.
+        neg_d = torch.add(-d0, th, alpha=-2.0 * c.c2).unsqueeze(1)
+        delta = torch.addcmul(delta0, torch.add(delta1, th, alpha=c.c2), th).unsqueeze(1)
+        total = torch.empty_like(th)  # per chain: sum over the batch of h_b + sigma_b w_b
+        idx = idx.contiguous()
+        # Blocks of chains keep the (rows, B) intermediates in cache; few, fused operations per
+        # block, since with small batches the per-call cost dominates.
+        rows = max(1, _MINIBATCH_CHUNK_ELEMENTS // batch)
+        for start in range(0, chains, rows):
+            stop = min(chains, start + rows)
+            flat = idx[start:stop].view(-1)
+            xb = self._xt.index_select(0, flat).view(stop - start, batch)
+            hb = self._h.index_select(0, flat).view(stop - start, batch)
+            w = torch.add(neg_d[start:stop], xb, alpha=c.c2)  # c2 xt_b - D
+            sig = torch.addcmul(delta[start:stop], xb, w).sigmoid_()  # sigma_b
+            w.add_(xb, alpha=c.c2)  # w_b = 2 c2 xt_b - D
+            torch.sum(hb.addcmul_(sig, w), dim=1, out=total[start:stop])
+        return torch.add(g0, th, alpha=c.k1).add_(total, alpha=1.0 / batch).unsqueeze(1)

@@ -11,9 +11,9 @@ With ``dt`` equal to the SGD learning rate one SDE step stands for one SGD step 
 $T = \eta/B$ (:func:`sgdtemp.theory.temperature`).
 
 A :class:`~sgdtemp.simulate.Tabulated1D` landscape is stepped by a fused kernel in grid units
-(a table lookup and six multiply-adds per chain and step); any other landscape by its own
-``grad`` and ``noise_cov``. Both consume the same normal draws, so an exact landscape and its
-tabulation driven by the same generator seed follow the same noise path.
+(six table lookups and five multiply-adds per chain and step, into preallocated buffers); any
+other landscape by its own ``grad`` and ``noise_cov``. Both consume the same normal draws, so an
+exact landscape and its tabulation driven by the same generator seed follow the same noise path.
 """
 
 from __future__ import annotations
@@ -73,30 +73,50 @@ class _ExactStepper:
 
 
 class _TabulatedStepper:
-    """Fused Euler–Maruyama on a :class:`Tabulated1D`, with the state kept in grid units."""
+    r"""Fused Euler–Maruyama on a :class:`Tabulated1D`, with the state kept in grid units.
+
+    With row $r = \lfloor s\rfloor$ clamped to the table and $t = s - r$, one step is
+    $s \leftarrow A_0 + t\,(A_1 + t\,(D_2 + t D_3)) + z\,(E_0 + t E_1)$, where
+    $A_0 = r + D_0$ and $A_1 = 1 + D_1$ fold the old position into the table
+    (:meth:`Tabulated1D.sde_table`). Per step that is two clamps, two conversions and a
+    subtraction (locate), six 1-D gathers and five multiply-adds, all into preallocated buffers:
+    with a few thousand chains the per-operation overhead, not the arithmetic, sets the cost.
+    """
 
     def __init__(
         self, landscape: Tabulated1D, theta0: Tensor, temperature: float, dt: float
     ) -> None:
         self.landscape = landscape
         self.s = landscape.to_grid_units(theta0[:, 0].to(torch.float64)).contiguous()
+        table = landscape.sde_table(temperature, dt).to(self.s.device)  # (6, n + 1)
+        rows = torch.arange(table.shape[1], dtype=table.dtype, device=table.device)
+        d0, d1, d2, d3, e0, e1 = table.unbind(0)
         # Six contiguous 1-D tables: gathered one by one, their outputs stay contiguous.
-        table = landscape.sde_table(temperature, dt).to(self.s.device)
-        self.tables = [column.contiguous() for column in table]
-        self.last_row = table.shape[1] - 1
+        self.tables = tuple(c.contiguous() for c in (d0 + rows, d1 + 1.0, d2, d3, e0, e1))
+        self.last_index = table.shape[1] - 1
+        self.last_row = float(self.last_index)
         self.dtype = theta0.dtype
+        n = self.s.shape[0]
+        new = self.s.new_empty
+        self.row = torch.empty(n, dtype=torch.int32, device=self.s.device)  # int32: faster
+        self.t, self.poly, self.sd = new(n), new(n), new(n)
+        self.gathered = tuple(new(n) for _ in range(6))
 
     def step(self, z: Tensor) -> None:
-        s = self.s
-        row = s.to(torch.int64).clamp_(0, self.last_row)  # truncation = floor where it matters
-        t = s - row
-        d0, d1, d2, d3, e0, e1 = [column.index_select(0, row) for column in self.tables]
-        inc = torch.addcmul(d2, t, d3)
-        inc = torch.addcmul(d1, t, inc, out=inc)
-        inc = torch.addcmul(d0, t, inc, out=inc)
-        sd = torch.addcmul(e0, t, e1)
-        inc.addcmul_(sd, z.view(-1))
-        s.add_(inc)
+        s, t, row, poly, sd = self.s, self.t, self.row, self.poly, self.sd
+        a0, a1, d2, d3, e0, e1 = self.gathered
+        torch.clamp(s, 0.0, self.last_row, out=t)
+        row.copy_(t)  # truncation = floor on the clamped, non-negative values
+        row.clamp_(0, self.last_index)  # a diverged (NaN) chain stays NaN instead of raising
+        t.copy_(row)
+        torch.sub(s, t, out=t)
+        for table, out in zip(self.tables, self.gathered):
+            torch.index_select(table, 0, row, out=out)
+        torch.addcmul(d2, t, d3, out=poly)
+        torch.addcmul(a1, t, poly, out=poly)
+        torch.addcmul(e0, t, e1, out=sd)
+        torch.addcmul(a0, sd, z.view(-1), out=sd)
+        torch.addcmul(sd, t, poly, out=s)
 
     def state(self) -> Tensor:
         return self.landscape.from_grid_units(self.s).unsqueeze(1).to(self.dtype)
@@ -159,15 +179,16 @@ def run_sde(
         landscape, theta0.detach(), temperature, dt
     )
     recorder = Recorder(theta0.detach(), n_steps, record_every)
-    block = max(1, _NOISE_BLOCK_ELEMENTS // (chains * d))
+    block = min(n_steps, max(1, _NOISE_BLOCK_ELEMENTS // (chains * d)))
+    # Reused noise buffers: drawn in float32 blocks (same stream as one draw per block), promoted.
+    drawn = torch.empty((block, chains, d), dtype=_NOISE_DTYPE, device=generator.device)
+    noise = torch.empty((block, chains, d), dtype=torch.float64, device=theta0.device)
     with torch.no_grad():
         for start in range(0, n_steps, block):
-            size = (min(block, n_steps - start), chains, d)
-            noise = torch.randn(
-                size, generator=generator, dtype=_NOISE_DTYPE, device=generator.device
-            )
-            noise = noise.to(device=theta0.device, dtype=torch.float64)
-            for k, z in enumerate(noise.unbind(0)):
+            size = min(block, n_steps - start)
+            torch.randn((size, chains, d), generator=generator, out=drawn[:size])
+            noise[:size].copy_(drawn[:size])
+            for k, z in enumerate(noise[:size].unbind(0)):
                 stepper.step(z)
                 step = start + k + 1
                 if step % record_every == 0:
