@@ -10,7 +10,9 @@ that both reach the same weights.
 ``--sweep`` also times a grid of widths and batch sizes (fused path forced on and off), which
 is how ``sgdtemp.train.multi.FUSED_MAX_WORK`` (the rule for taking the fused path) was chosen.
 
-Rounds alternate between ours and the reference, each side keeps its best round.
+Rounds alternate between ours and the reference; the figures are each side's best round and
+the median of the per-round ratios, by wall and by CPU time (CPU time is what other load on a
+shared machine moves least), with the load average printed next to them.
 
 Usage: python benchmarks/bench_multi.py [--k 8] [--width 64] [--batch-size 32] [--sweep]
 """
@@ -18,13 +20,14 @@ Usage: python benchmarks/bench_multi.py [--k 8] [--width 64] [--batch-size 32] [
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
 from sgdtemp.data import load_dataset
-from sgdtemp.train import build_model, fit_many
+from sgdtemp.train import build_model, fit_many, keep_freed_memory
 from sgdtemp.train.multi import FUSED_MAX_WORK, fused_path_applies
 
 
@@ -32,11 +35,11 @@ def plain_loop(factory, x, y, *, lrs, seeds, batch_size, epochs):
     """K runs one after another: the textbook PyTorch loop, with the same evaluation passes as
     ``fit_many`` (loss and accuracy on the training set before training and after each epoch).
 
-    Returns the final states, the total time and the time of the training steps alone."""
+    Returns the final states and the times: total and training steps alone, wall and CPU."""
     states = []
     n = x.shape[0]
-    train_time = 0.0
-    tic_all = time.perf_counter()
+    train_time = train_cpu = 0.0
+    tic_all, cpu_all = time.perf_counter(), time.process_time()
 
     def evaluate(model):
         with torch.no_grad():
@@ -53,7 +56,7 @@ def plain_loop(factory, x, y, *, lrs, seeds, batch_size, epochs):
         g = torch.Generator().manual_seed(seed)
         evaluate(model)
         for _ in range(epochs):
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             perm = torch.randperm(n, generator=g)
             for i in range(n // batch_size):
                 idx = perm[i * batch_size : (i + 1) * batch_size]
@@ -62,9 +65,11 @@ def plain_loop(factory, x, y, *, lrs, seeds, batch_size, epochs):
                 loss.backward()
                 opt.step()
             train_time += time.perf_counter() - tic
+            train_cpu += time.process_time() - cpu
             evaluate(model)
         states.append(model.state_dict())
-    return states, time.perf_counter() - tic_all, train_time
+    wall, cpu_total = time.perf_counter() - tic_all, time.process_time() - cpu_all
+    return states, {"wall": wall, "train": train_time, "cpu": cpu_total, "train_cpu": train_cpu}
 
 
 def compare(x, y, *, k, width, batch_size, epochs, rounds, batched=None, check=True):
@@ -80,9 +85,9 @@ def compare(x, y, *, k, width, batch_size, epochs, rounds, batched=None, check=T
         if batched is None
         else batched
     )
-    ours, ours_train, ref, ref_train = [], [], [], []
+    ours, ref = [], []
     for _ in range(rounds):
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         results = fit_many(
             factory,
             (x, y),
@@ -93,16 +98,20 @@ def compare(x, y, *, k, width, batch_size, epochs, rounds, batched=None, check=T
             device="cpu",
             batched=batched,
         )
-        ours.append(time.perf_counter() - tic)
-        # the fused path reports the joint wall time in every result, `fit` its own
-        ours_train.append(
-            results[0].train_seconds if fused else sum(r.train_seconds for r in results)
+        # the fused path reports the joint time in every result, `fit` its own
+        pick = (lambda v: v[0]) if fused else sum
+        ours.append(
+            {
+                "wall": time.perf_counter() - tic,
+                "cpu": time.process_time() - cpu,
+                "train": pick([r.train_seconds for r in results]),
+                "train_cpu": pick([r.train_cpu_seconds for r in results]),
+            }
         )
-        states, total, train = plain_loop(
+        states, times = plain_loop(
             factory, x, y, lrs=lrs, seeds=seeds, batch_size=batch_size, epochs=epochs
         )
-        ref.append(total)
-        ref_train.append(train)
+        ref.append(times)
     samples = k * epochs * (x.shape[0] // batch_size) * batch_size
     diff = None
     if check:
@@ -111,7 +120,18 @@ def compare(x, y, *, k, width, batch_size, epochs, rounds, batched=None, check=T
             for r, s in zip(results, states)
             for name in s
         )
-    return samples, min(ours), min(ours_train), min(ref), min(ref_train), diff
+    return samples, ours, ref, diff
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def _load() -> str:
+    """The 1-minute load average (what `uptime` prints first): other work on the machine."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -124,15 +144,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST files")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    splits = load_dataset("fashion-mnist", train_subset=args.train_subset)
+    tuned = keep_freed_memory()  # as a training process does; both sides run in this process
+    splits = load_dataset("fashion-mnist", root=args.data_root, train_subset=args.train_subset)
     x, y = splits.train.x, splits.train.y
     print(
         f"K={args.k} MLPs 784-{args.width}-10, B={args.batch_size}, {len(y)} Fashion-MNIST "
-        f"images, {args.epochs} epoch(s), {args.threads} thread(s), torch {torch.__version__}"
+        f"images, {args.epochs} epoch(s), {args.threads} thread(s), torch {torch.__version__}, "
+        f"malloc keeps freed memory: {tuned}; {args.rounds} rounds, fit_many then the 8 plain "
+        f"loops (each evaluating on the training set before and after every epoch); {_load()}"
     )
-    samples, ours, ours_train, ref, ref_train, diff = compare(
+    samples, ours, ref, diff = compare(
         x,
         y,
         k=args.k,
@@ -141,18 +165,22 @@ def main() -> None:
         epochs=args.epochs,
         rounds=args.rounds,
     )
-    print(
-        f"ours (fit_many): {samples / ours:.0f} samples/s with its per-epoch evaluation, "
-        f"{samples / ours_train:.0f} samples/s in the training steps alone"
-    )
-    print(
-        f"reference (8 plain PyTorch loops one after another, same evaluation passes): "
-        f"{samples / ref:.0f} samples/s, {samples / ref_train:.0f} in the training steps alone"
-    )
-    print(
-        f"ratio {ref / ours:.2f} (target >= 3); training steps alone {ref_train / ours_train:.2f}"
-    )
+    for key, label in (
+        ("wall", "with evaluation, wall"),
+        ("cpu", "with evaluation, CPU "),
+        ("train", "training only, wall  "),
+        ("train_cpu", "training only, CPU   "),
+    ):
+        best_ours, best_ref = min(o[key] for o in ours), min(r[key] for r in ref)
+        paired = [r[key] / o[key] for o, r in zip(ours, ref)]
+        print(
+            f"  {label}: fit_many {samples / best_ours:.0f} samples/s, 8 plain loops "
+            f"{samples / best_ref:.0f} samples/s: ratio of bests {best_ref / best_ours:.2f}; "
+            f"per-round ratios median {_median(paired):.2f} (min {min(paired):.2f}, max "
+            f"{max(paired):.2f}) (target >= 3)"
+        )
     print(f"max |weight difference| fit_many vs plain loops: {diff:.2e} (float32 rounding)")
+    print(f"{_load()} at the end")
 
     if not args.sweep:
         return

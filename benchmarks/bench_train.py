@@ -11,11 +11,16 @@ Prints three figures, each next to the reference measured in the same run:
 (c) peak RSS of a real ``sgdtemp train`` process (full Fashion-MNIST) against model + data +
     one batch. Target: < 1.5 x that + 300 MB.
 
-Rounds alternate between ours and the reference, and each side keeps its best round, so a
-noisy shared machine hurts both alike.
+Each round measures the matmul reference, then the trainer, then the bare loop, so every ratio
+can be taken within a round (paired) as well as between each side's best round; both are
+printed, by wall time and by CPU time of this process (what other load on a shared machine
+moves least), with the 1-minute load average (as `uptime` prints it) next to them. Like
+``sgdtemp train``, the process first calls ``sgdtemp.train.keep_freed_memory`` (glibc keeps
+freed blocks, so each step's activations reuse pages instead of faulting fresh ones); the
+trainer and the bare loop run in the same process and both get it.
 
 Usage: python benchmarks/bench_train.py [--train-subset N] [--rounds R] [--threads T]
-       [--parts abc] [--quick]
+       [--parts abc] [--quick] [--data-root DIR]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sgdtemp.data import load_dataset
-from sgdtemp.train import build_model, fit
+from sgdtemp.train import build_model, fit, keep_freed_memory
 from sgdtemp.train.trainer import EVAL_BATCH_SIZES
 
 MODEL = "cnn"
@@ -196,14 +201,16 @@ def main() -> None:
     parser.add_argument("--rss-subset", type=int, default=None, help="train subset for (c)")
     parser.add_argument("--parts", default="abc", help="which of the parts a, b, c to run")
     parser.add_argument("--quick", action="store_true", help="2k examples, 2 rounds, no (c)")
+    parser.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST files")
     args = parser.parse_args()
     if args.quick:
         args.parts = args.parts.replace("c", "")
         args.train_subset, args.rounds = 2000, 2
     torch.set_num_threads(args.threads)
+    tuned = keep_freed_memory()  # as `sgdtemp train` does; both sides run in this process
     print(
         f"reference CNN on Fashion-MNIST, B={args.batch_size}, {args.threads} thread(s), "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}, malloc keeps freed memory: {tuned}; {_load()}"
     )
     if "c" in args.parts:  # first, while this process is small
         part_c(args)
@@ -211,8 +218,19 @@ def main() -> None:
         part_ab(args)
 
 
+def _load() -> str:
+    """The 1-minute load average (what `uptime` prints first): other work on the machine."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
 def part_ab(args) -> None:
-    splits = load_dataset("fashion-mnist", train_subset=args.train_subset)
+    splits = load_dataset("fashion-mnist", root=args.data_root, train_subset=args.train_subset)
     x, y = splits.train.x, splits.train.y
     shape, n_classes = tuple(x.shape[1:]), splits.train.n_classes
     kwargs = {} if args.width is None else {"width": args.width}
@@ -224,12 +242,12 @@ def part_ab(args) -> None:
 
     print(
         f"\n{len(y)} training images, {args.epochs} epoch(s), evaluation of train + test "
-        f"({len(splits.test)}) before training and after every epoch; {args.rounds} rounds"
+        f"({len(splits.test)}) before training and after every epoch; {args.rounds} rounds, "
+        f"each: matmul reference, trainer, bare loop; {_load()} at the start"
     )
-    ours_total, ours_train, ours_cpu, mm = [], [], [], []
-    ref_total, ref_train, ref_cpu, ref_total_cpu = [], [], [], []
-    for _ in range(args.rounds):
-        mm.append(matmul_flops())
+    rounds = []
+    for r in range(args.rounds):
+        mm_wall, mm_cpu = matmul_flops()
         cpu = time.process_time()
         result = fit(
             fresh(),
@@ -241,10 +259,8 @@ def part_ab(args) -> None:
             seed=seed,
             device="cpu",
         )
-        ours_cpu.append(time.process_time() - cpu)
-        ours_total.append(result.seconds)
-        ours_train.append(result.train_seconds)
-        total, train, cpu, total_cpu = bare_loop(
+        ours_cpu = time.process_time() - cpu
+        total, train, train_cpu, total_cpu = bare_loop(
             fresh(),
             x,
             y,
@@ -254,57 +270,88 @@ def part_ab(args) -> None:
             epochs=args.epochs,
             seed=seed,
         )
-        ref_total.append(total)
-        ref_train.append(train)
-        ref_cpu.append(cpu)
-        ref_total_cpu.append(total_cpu)
+        rounds.append(
+            {
+                "mm_wall": mm_wall,
+                "mm_cpu": mm_cpu,
+                "ours_total": result.seconds,
+                "ours_train": result.train_seconds,
+                "ours_train_cpu": result.train_cpu_seconds,
+                "ours_cpu": ours_cpu,
+                "ref_total": total,
+                "ref_train": train,
+                "ref_train_cpu": train_cpu,
+                "ref_cpu": total_cpu,
+                "load": os.getloadavg()[0],
+            }
+        )
+        print(
+            f"  round {r + 1}: matmul {mm_wall / 1e9:.0f} GFLOP/s; trainer {result.seconds:.2f} s "
+            f"(training {result.train_seconds:.2f} s); bare loop {total:.2f} s (training "
+            f"{train:.2f} s); load {rounds[-1]['load']:.2f}"
+        )
     samples = args.epochs * (len(y) // args.batch_size) * args.batch_size
 
-    print("\n(a) trainer vs bare PyTorch loop (best round each; ratio = our speed / reference)")
+    def col(key: str) -> list[float]:
+        return [r[key] for r in rounds]
+
+    def paired(num: str, den: str) -> list[float]:
+        return [r[num] / r[den] for r in rounds]
+
     print(
-        f"  with evaluation: ours {min(ours_total):.2f} s  reference {min(ref_total):.2f} s  "
-        f"ratio {min(ref_total) / min(ours_total):.3f} (target >= 0.95)"
+        "\n(a) trainer vs bare PyTorch loop (ratio = our speed / reference speed; target >= 0.95)"
     )
+    for label, ours_key, ref_key in (
+        ("with evaluation, wall", "ours_total", "ref_total"),
+        ("with evaluation, CPU ", "ours_cpu", "ref_cpu"),
+        ("training only, wall  ", "ours_train", "ref_train"),
+        ("training only, CPU   ", "ours_train_cpu", "ref_train_cpu"),
+    ):
+        ratios = paired(ref_key, ours_key)
+        best_ratio = min(col(ref_key)) / min(col(ours_key))
+        print(
+            f"  {label}: best ours {min(col(ours_key)):.2f} s, best reference "
+            f"{min(col(ref_key)):.2f} s, ratio of bests {best_ratio:.3f}"
+            f"; per-round ratios median {_median(ratios):.3f} "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
     print(
-        f"  training phase:  ours {samples / min(ours_train):.0f} samples/s  reference "
-        f"{samples / min(ref_train):.0f} samples/s  ratio "
-        f"{min(ref_train) / min(ours_train):.3f} (target >= 0.95)"
-    )
-    print(
-        f"  with evaluation, CPU seconds (robust to other load): ours {min(ours_cpu):.2f}  "
-        f"reference {min(ref_total_cpu):.2f}  ratio {min(ref_total_cpu) / min(ours_cpu):.3f}"
-    )
-    paired = sorted(r / o for r, o in zip(ref_total, ours_total))
-    print(
-        f"  median of the per-round ratios (with evaluation): {paired[len(paired) // 2]:.3f}; "
-        f"evaluation share of the trainer's time: {1 - min(ours_train) / min(ours_total):.0%}"
+        f"  evaluation share of the trainer's time: "
+        f"{1 - min(col('ours_train')) / min(col('ours_total')):.0%}"
     )
 
     model = fresh()
     flops = flops_per_example(model, x[: args.batch_size], y[: args.batch_size])
-    rate = samples / min(ours_train)
-    mm_wall = max(m[0] for m in mm)
-    print("\n(b) training FLOP/s vs fp32 matmul FLOP/s (same process, same threads)")
     print(
-        f"  {flops / 1e6:.1f} MFLOP per example (fwd+bwd, FlopCounterMode)  x  {rate:.0f} "
-        f"samples/s (trainer)  =  {flops * rate / 1e9:.1f} GFLOP/s"
+        "\n(b) training FLOP/s vs fp32 matmul FLOP/s (same process, same threads, measured "
+        "right before each round; target >= 80 %)"
     )
     print(
-        f"  matmul {mm_wall / 1e9:.1f} GFLOP/s (best of: "
-        f"{', '.join(f'{m[0] / 1e9:.0f}' for m in mm)})  ratio {flops * rate / mm_wall:.0%} "
-        "(target >= 80 %)"
+        f"  {flops / 1e6:.1f} MFLOP per example (fwd+bwd, FlopCounterMode: convolutions and "
+        f"matmuls only) x {samples} samples per round; matmul: best square torch.mm of 1024 "
+        "and 2048"
     )
-    cpu_rate = flops * samples / min(ref_cpu)
-    mm_cpu = max(m[1] for m in mm)
-    print(
-        f"  per CPU second (robust to other load on the machine): bare training loop "
-        f"{cpu_rate / 1e9:.1f} GFLOP/CPU-s, matmul {mm_cpu / 1e9:.1f} GFLOP/CPU-s, ratio "
-        f"{cpu_rate / mm_cpu:.0%}"
-    )
+    for who, train_key, cpu_key in (
+        ("trainer  ", "ours_train", "ours_train_cpu"),
+        ("bare loop", "ref_train", "ref_train_cpu"),
+    ):
+        wall = [flops * samples / r[train_key] / r["mm_wall"] for r in rounds]
+        cpu = [flops * samples / r[cpu_key] / r["mm_cpu"] for r in rounds]
+        best = flops * samples / min(col(train_key))
+        print(
+            f"  {who}: best {best / 1e9:.1f} GFLOP/s vs best matmul "
+            f"{max(col('mm_wall')) / 1e9:.1f} GFLOP/s = {best / max(col('mm_wall')):.0%}; "
+            f"per-round wall ratio median {_median(wall):.0%} (max {max(wall):.0%}); "
+            f"per CPU second median {_median(cpu):.0%} (max {max(cpu):.0%})"
+        )
+    print(f"  {_load()} at the end")
 
 
 def part_c(args) -> None:
-    print("\n(c) peak RSS of `sgdtemp train` (child process, full Fashion-MNIST, 1 epoch)")
+    print(
+        "\n(c) peak RSS of `sgdtemp train` (child process, full Fashion-MNIST, 1 epoch); "
+        f"{_load()} at the start"
+    )
     rss = peak_rss(args)
     cfg = rss["config"]
     n_test = 10_000
@@ -330,6 +377,7 @@ def part_c(args) -> None:
         f" MB; + load_dataset and eval sets {(rss['data_peak'] - rss['imports_peak']) / 1e6:.0f}"
         f" MB; + training and evaluation {(rss['peak'] - rss['data_peak']) / 1e6:.0f} MB"
     )
+    print(f"  {_load()} at the end")
 
 
 if __name__ == "__main__":

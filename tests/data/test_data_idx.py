@@ -116,3 +116,14 @@ def test_debian_fashion_mnist_headers(fashion_mnist_available) -> None:
     assert labels.shape == (10_000,) and labels.dtype == np.uint8
     # Fashion-MNIST's test set is balanced: 1000 images per class (Xiao et al. 2017).
     np.testing.assert_array_equal(np.bincount(labels), np.full(10, 1000))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_header_claiming_more_than_the_file_holds_allocates_nothing(tmp_path: Path, gz: bool):
+    # 2**20 x 2**20 uint8 images: 1 TiB, far more than the file can hold (or inflate to)
+    body = bytes([0, 0, 0x08, 2]) + (2**20).to_bytes(4, "big") * 2 + bytes(64)
+    path = tmp_path / ("huge-idx2-ubyte" + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(body) if gz else body)
+    with pytest.raises(UserError, match="truncated") as err:
+        read_idx(path)
+    assert str(path) in str(err.value)

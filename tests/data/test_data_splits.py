@@ -152,6 +152,25 @@ def test_mnist_folder_values(tmp_path: Path, mnist_folder, gz: bool) -> None:
     assert splits.train.n_classes == 10
 
 
+@pytest.mark.parametrize("chunk", [7, 8192])
+def test_images_are_uint8_over_255_exactly_across_chunks(
+    tmp_path: Path, mnist_folder, monkeypatch, chunk: int
+) -> None:
+    from sgdtemp.data import _datasets
+
+    arrays = mnist_folder(tmp_path)
+    monkeypatch.setattr(_datasets, "_CONVERT_CHUNK", chunk)  # chunk edges inside the splits
+    splits = load_dataset("mnist", root=tmp_path, heldout=10, seed=2)
+    images = arrays["train-images-idx3-ubyte"][:, None]
+    order = np.random.default_rng(2).permutation(60)
+    for split, index in ((splits.heldout, order[:10]), (splits.train, order[10:])):
+        expected = torch.from_numpy(images[index].astype(np.float32)).div_(255.0)
+        assert torch.equal(split.x, expected)  # bit for bit: one float32 division per pixel
+        assert split.x.is_contiguous() and split.x.dtype == torch.float32
+    test = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][:, None].astype(np.float32))
+    assert torch.equal(splits.test.x, test.div_(255.0))
+
+
 def test_mnist_found_in_named_subfolder_and_torchvision_layout(
     tmp_path: Path, mnist_folder
 ) -> None:

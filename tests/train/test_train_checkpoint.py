@@ -2,6 +2,7 @@
 
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,35 +104,60 @@ def test_overwrite_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
-def test_wrong_files_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.pt")
+def _one_line_error(path, match, **kwargs):
+    """Load ``path`` expecting a UserError: one line that names the file and matches."""
+    with pytest.raises(UserError, match=match) as info:
+        load_checkpoint(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert str(path) in message
+    return message
+
+
+def test_wrong_files_are_one_line_user_errors(tmp_path):
+    _one_line_error(tmp_path / "missing.pt", "does not exist; pass the checkpoint.pt")
+    _one_line_error(tmp_path, "is a folder")
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
-    with pytest.raises(UserError, match="not a readable sgdtemp checkpoint"):
-        load_checkpoint(text)
+    _one_line_error(text, "not a PyTorch checkpoint file")
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
-    with pytest.raises(UserError, match="not an sgdtemp checkpoint"):
-        load_checkpoint(plain)
+    _one_line_error(plain, "not an sgdtemp checkpoint")
     truncated = tmp_path / "cut.pt"
     _save(truncated, "mlp")
     truncated.write_bytes(truncated.read_bytes()[:200])
-    with pytest.raises(UserError, match="not a readable"):
-        load_checkpoint(truncated)
+    _one_line_error(truncated, "truncated or damaged")
+    unsafe = tmp_path / "unsafe.pt"  # a pickled object: torch's error is many lines long
+    torch.save({"format": ckpt.CHECKPOINT_FORMAT, "obj": Path(".")}, unsafe)
+    _one_line_error(unsafe, "holds Python objects other than tensors")
+    _save(truncated, "mlp")
+    _one_line_error(truncated, "unknown map_location", map_location="nowhere")
 
 
-def test_checkpoint_of_another_model_is_a_user_error(tmp_path):
+@pytest.mark.parametrize("key", ["model_name", "state_dict", "config"])
+def test_damaged_payload_is_a_one_line_user_error(tmp_path, key):
+    path = tmp_path / "c.pt"
+    _save(path, "mlp")
+    payload = torch.load(path, weights_only=True)
+    del payload[key]
+    torch.save(payload, path)
+    _one_line_error(path, f"lacks a valid '{key}' entry")
+
+
+def test_checkpoint_of_another_model_is_a_one_line_user_error(tmp_path):
     path = tmp_path / "c.pt"
     _save(path, "cnn")
-    with pytest.raises(UserError, match="holds model 'cnn', not 'mlp'"):
-        load_checkpoint(path, model_name="mlp")
-    # weights that do not fit what the metadata rebuilds
+    message = _one_line_error(path, "was saved for model cnn, not mlp", model_name="mlp")
+    assert "--model cnn" in message
+    # weights that do not fit what the metadata rebuilds (torch's own error has many lines)
     payload = torch.load(path, weights_only=True)
     payload["model_kwargs"]["width"] = 5
     torch.save(payload, path)
-    with pytest.raises(UserError, match="weights do not fit"):
-        load_checkpoint(path)
+    message = _one_line_error(path, "weights do not fit model cnn")
+    assert "saved (3, 1, 2, 2), model (5, 1, 2, 2)" in message
+    payload["config"]["in_shape"] = [1, 2]
+    torch.save(payload, path)
+    _one_line_error(path, "cannot be rebuilt: in_shape must be")
 
 
 def test_save_needs_shape_and_a_known_model(tmp_path):

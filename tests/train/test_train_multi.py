@@ -77,19 +77,30 @@ def test_fused_equals_fit_in_float64(momentum, weight_decay):
     _compare(many, _one_by_one(_factory(torch.float64), (x, y), **kw), rtol=RTOL64, atol=1e-12)
 
 
-def test_fused_equals_fit_in_float32_within_rounding():
+@pytest.mark.parametrize("momentum", [0.0, 0.5])  # 0: the update folded into baddbmm_
+def test_fused_equals_fit_in_float32_within_rounding(momentum):
     x, y = _data()
     kw = dict(
         lrs=LRS,
         seeds=SEEDS,
         batch_size=8,
         epochs=2,
-        momentum=0.5,
+        momentum=momentum,
         eval_sets={"heldout": (x[:30], y[:30])},
         device="cpu",
     )
     many = fit_many(_factory(), (x, y), **kw)
     _compare(many, _one_by_one(_factory(), (x, y), **kw), rtol=0, atol=ATOL32)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_fused_path_is_bit_reproducible(momentum):
+    x, y = _data()
+    kw = dict(lrs=LRS, seeds=SEEDS, batch_size=8, epochs=2, momentum=momentum, device="cpu")
+    first, second = (fit_many(_factory(), (x, y), batched=True, **kw) for _ in range(2))
+    for a, b in zip(first, second):
+        assert a.epochs == b.epochs
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
 
 
 def test_fused_with_replacement_follows_each_runs_generator():

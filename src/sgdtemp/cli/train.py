@@ -121,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
         TemperatureConfoundWarning,
         build_model,
         fit,
+        keep_freed_memory,
         resolve_device,
         save_checkpoint,
     )
+
+    keep_freed_memory()  # a training process: reuse freed activations (no page faults)
 
     # ---- everything is checked before any training
     require_positive("--lr", args.lr)

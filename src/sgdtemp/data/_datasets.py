@@ -19,7 +19,10 @@ Splits: the official training set is permuted with ``numpy.random.default_rng(se
 ``heldout`` images of that permutation form the held-out set (sampling shift: same distribution,
 unseen), the rest the training set, in permutation order, so ``train_subset=k`` is its first
 ``k`` images and smaller subsets are nested in larger ones. The test set is the official one, in
-file order. Decoded files are cached in memory per process.
+file order. Nothing is cached: the files are decoded straight into ``uint8`` arrays (no copy
+of the raw bytes), converted to ``float32`` once, chunk by chunk, and the ``uint8`` arrays are
+dropped, so a process holds the float32 splits and nothing else (load a dataset once per
+process and reuse the splits, as the sweep workers do).
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class DataSplits:
 
 @dataclass(frozen=True)
 class _Raw:
-    """Decoded files of one dataset (read-only arrays, shared through the cache)."""
+    """Decoded files of one dataset, ``uint8`` images: dropped once the splits are built."""
 
     x_train: npt.NDArray[np.uint8]  # (N, C, H, W)
     y_train: npt.NDArray[np.int64]  # (N,)
@@ -130,14 +133,6 @@ def _idx_files(folder: Path) -> tuple[Path, ...] | None:
 
 
 def _read_idx_set(files: tuple[Path, ...]) -> _Raw:
-    # The cache key includes size and mtime, so a file replaced in place is read again.
-    stamps = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _read_idx_set_cached(tuple(f.resolve() for f in files), stamps)
-
-
-@functools.lru_cache(maxsize=4)
-def _read_idx_set_cached(files: tuple[Path, ...], stamps: tuple[tuple[int, int], ...]) -> _Raw:
-    del stamps  # part of the cache key only
     with ThreadPoolExecutor(max_workers=len(files)) as pool:  # zlib releases the GIL
         x_train, y_train, x_test, y_test = pool.map(read_idx, files)
     for images, labels, which in ((x_train, y_train, 0), (x_test, y_test, 2)):
@@ -158,16 +153,14 @@ def _read_idx_set_cached(files: tuple[Path, ...], stamps: tuple[tuple[int, int],
     y_tr, y_te = y_train.astype(np.int64), y_test.astype(np.int64)
     if min(y_tr.min(initial=0), y_te.min(initial=0)) < 0:
         raise UserError(f"IDX labels in {files[1].parent} must not be negative")
-    raw = _Raw(
-        x_train=x_train[:, None].astype(np.uint8, copy=False),
+    return _Raw(
+        x_train=x_train[:, None].astype(np.uint8, copy=False),  # typed; no copy
         y_train=y_tr,
         x_test=x_test[:, None].astype(np.uint8, copy=False),
         y_test=y_te,
         n_classes=int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1,
         scale=255.0,
     )
-    _freeze(raw.x_train, raw.y_train, raw.x_test, raw.y_test)
-    return raw
 
 
 def _idx_loader(
@@ -203,15 +196,6 @@ def _mnist_folders() -> tuple[Path, ...]:
 # ---------------------------------------------------------------- CIFAR-10 and digits
 
 
-@functools.lru_cache(maxsize=2)
-def _read_cifar_cached(source: Path, stamp: tuple[int, int]) -> _Raw:
-    del stamp  # part of the cache key only: a replaced file is read again
-    x_train, y_train, x_test, y_test = read_cifar10(source)
-    raw = _Raw(x_train, y_train, x_test, y_test, n_classes=10, scale=255.0)
-    _freeze(raw.x_train, raw.y_train, raw.x_test, raw.y_test)
-    return raw
-
-
 def _load_cifar10(root: Path | None) -> _Raw:
     where = cache_root() / "cifar10" if root is None else root
     source = find_cifar10(where)
@@ -221,8 +205,8 @@ def _load_cifar10(root: Path | None) -> _Raw:
             "folder); pass --data-root PATH to the tarball or folder, or run "
             "`sgdtemp download cifar10`"
         )
-    info = source.stat()
-    return _read_cifar_cached(source.resolve(), (info.st_size, info.st_mtime_ns))
+    x_train, y_train, x_test, y_test = read_cifar10(source)
+    return _Raw(x_train, y_train, x_test, y_test, n_classes=10, scale=255.0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -309,6 +293,10 @@ def _heldout_count(heldout: object, n_train: int, name: str) -> int:
     return count
 
 
+# Images converted to float32 per chunk: the only uint8 copy is one chunk (~6 MB for 28x28).
+_CONVERT_CHUNK = 8192
+
+
 def _to_dataset(
     name: str,
     x: npt.NDArray[np.uint8],
@@ -316,11 +304,16 @@ def _to_dataset(
     raw: _Raw,
     index: npt.NDArray[np.intp] | None,
 ) -> ImageDataset:
-    if index is not None:
-        x, y = x[index], y[index]
-    images = torch.from_numpy(x.astype(np.float32))  # a fresh, writable array
-    images.div_(raw.scale)
-    return ImageDataset(name, images, torch.from_numpy(y.copy()), raw.n_classes)
+    """``x[index] / scale`` as ``float32`` (``uint8`` -> ``float32`` once, chunk by chunk)."""
+    n = x.shape[0] if index is None else index.shape[0]
+    images = torch.empty((n, *x.shape[1:]), dtype=torch.float32)
+    out = images.numpy()
+    for start in range(0, n, _CONVERT_CHUNK):
+        stop = min(start + _CONVERT_CHUNK, n)
+        out[start:stop] = x[start:stop] if index is None else x.take(index[start:stop], axis=0)
+    images.div_(raw.scale)  # the same float32 division as before chunking: identical values
+    labels = y.copy() if index is None else y[index]
+    return ImageDataset(name, images, torch.from_numpy(labels), raw.n_classes)
 
 
 def load_dataset(
@@ -372,6 +365,7 @@ def load_dataset(
     n_held = _heldout_count(held, n_train, key)
     order = np.random.default_rng(seed).permutation(n_train)
     held_index, train_index = order[:n_held], order[n_held:]
+    del order
     if train_subset is not None:
         if train_subset > train_index.shape[0]:
             raise UserError(
@@ -379,6 +373,7 @@ def load_dataset(
                 f"of {key} left after holding out {n_held}; choose at most {train_index.shape[0]}"
             )
         train_index = train_index[:train_subset]
+    # the decoded uint8 arrays go out of scope here: nothing but the float32 splits stays
     return DataSplits(
         train=_to_dataset(f"{key}:train", raw.x_train, raw.y_train, raw, train_index),
         heldout=_to_dataset(f"{key}:heldout", raw.x_train, raw.y_train, raw, held_index),

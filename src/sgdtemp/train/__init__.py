@@ -8,6 +8,7 @@ through :func:`save_checkpoint` when the caller invokes it, and never prints.
 
 from __future__ import annotations
 
+from sgdtemp.train._malloc import keep_freed_memory
 from sgdtemp.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sgdtemp.train.models import (
     MODELS,
@@ -44,6 +45,7 @@ __all__ = [
     "Progress",
     "TrainResult",
     "DEFAULT_DIVERGENCE_FACTOR",
+    "keep_freed_memory",
     # checkpoints
     "Checkpoint",
     "save_checkpoint",

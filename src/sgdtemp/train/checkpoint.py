@@ -144,36 +144,133 @@ def load_checkpoint(
         The :class:`Checkpoint`; its model is in eval mode on ``map_location``.
 
     Raises:
-        UserError: if the file is missing, not an sgdtemp checkpoint, of another model, or its
-            weights do not fit the rebuilt model.
+        UserError: with a one-line message naming the file and the fix, if the file is
+            missing, unreadable, not an sgdtemp checkpoint, of another model than
+            ``model_name``, or its weights do not fit the rebuilt model.
     """
     source = Path(path)
-    if not source.is_file():
-        raise UserError(f"checkpoint {source} does not exist; pass the checkpoint.pt of a run")
     try:
-        payload = torch.load(source, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"{source} is not a readable sgdtemp checkpoint ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{source} is not an sgdtemp checkpoint (written by `sgdtemp train`)")
-    if payload.get("version") != CHECKPOINT_VERSION:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as err:
         raise UserError(
-            f"checkpoint {source} has format version {payload.get('version')}; this sgdtemp "
-            f"reads version {CHECKPOINT_VERSION}"
+            f"unknown map_location {map_location!r} for checkpoint {source}; use cpu or cuda"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"map_location {map_location} asked for checkpoint {source}, but CUDA is not "
+            "available; use cpu"
         )
+    if not source.exists():
+        raise UserError(
+            f"checkpoint {source} does not exist; pass the checkpoint.pt that `sgdtemp train` "
+            "wrote into its --out folder"
+        )
+    if not source.is_file():
+        raise UserError(f"checkpoint {source} is a folder; pass the checkpoint.pt inside it")
+    payload = _read_payload(source, device)
     name = payload["model_name"]
     if model_name is not None and name != model_name:
-        raise UserError(f"checkpoint {source} holds model {name!r}, not {model_name!r}")
+        raise UserError(
+            f"checkpoint {source} was saved for model {name}, not {model_name}: pass "
+            f"--model {name} (model_name={name!r}), or a checkpoint of a {model_name} run"
+        )
     config, kwargs = payload["config"], payload["model_kwargs"]
     # a throwaway generator: the weights are overwritten, and the global RNG stays untouched
     scratch = torch.Generator().manual_seed(0)
-    model = _build(name, config["in_shape"], config["n_classes"], kwargs, scratch)
+    try:
+        model = _build(name, config["in_shape"], config["n_classes"], kwargs, scratch)
+    except (TypeError, ValueError, KeyError) as err:  # UserError is a ValueError
+        raise UserError(f"checkpoint {source} cannot be rebuilt: {_one_line(err)}") from err
+    problem = _mismatch(model.state_dict(), payload["state_dict"])
+    if problem is not None:
+        raise UserError(
+            f"checkpoint {source}: its weights do not fit model {name} {kwargs} ({problem}); "
+            "the file was altered or written by another sgdtemp version: retrain with "
+            "`sgdtemp train`"
+        )
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0:2]
+    except (RuntimeError, TypeError) as err:
         raise UserError(
-            f"checkpoint {source}: weights do not fit model {name} {kwargs} ({' '.join(first)})"
+            f"checkpoint {source}: its weights do not load into model {name} "
+            f"({_one_line(err, 120)}); retrain with `sgdtemp train`"
         ) from err
-    model.to(map_location).eval()
+    model.to(device).eval()
     return Checkpoint(model, name, dict(kwargs), dict(config), dict(payload["metrics"]))
+
+
+_FIX = "pass the checkpoint.pt that `sgdtemp train` wrote"
+_PAYLOAD_KEYS = {"model_name": str, "model_kwargs": dict, "config": dict, "state_dict": dict}
+
+
+def _one_line(err: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message, shortened to ``limit`` characters."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_payload(source: Path, device: torch.device) -> dict[str, Any]:
+    """The checked payload dict of ``source``; every failure is a one-line :class:`UserError`."""
+    try:
+        payload = torch.load(source, map_location=device, weights_only=True)
+    except zipfile.BadZipFile as err:
+        raise UserError(f"checkpoint {source} is truncated or damaged ({err}); {_FIX}") from err
+    except RuntimeError as err:
+        if "zip archive" not in str(err) and "PytorchStreamReader" not in str(err):
+            raise UserError(
+                f"checkpoint {source} cannot be read ({_one_line(err, 120)}); {_FIX}"
+            ) from err
+        raise UserError(
+            f"checkpoint {source} is truncated or damaged (not a complete zip archive); {_FIX}"
+        ) from err
+    except (pickle.UnpicklingError, EOFError) as err:
+        if zipfile.is_zipfile(source) and "Weights only load failed" in str(err):
+            raise UserError(
+                f"checkpoint {source} holds Python objects other than tensors and plain values, "
+                f"so it was not written by sgdtemp and is not loaded; {_FIX}"
+            ) from err
+        raise UserError(
+            f"checkpoint {source} is not a PyTorch checkpoint file (no torch.save archive); {_FIX}"
+        ) from err
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"checkpoint {source} cannot be read ({_one_line(err, 120)}); {_FIX}"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{source} is not an sgdtemp checkpoint; {_FIX}")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise UserError(
+            f"checkpoint {source} has format version {payload.get('version')}; this sgdtemp "
+            f"reads version {CHECKPOINT_VERSION}: retrain with `sgdtemp train`"
+        )
+    for key, kind in _PAYLOAD_KEYS.items():
+        if not isinstance(payload.get(key), kind):
+            raise UserError(
+                f"checkpoint {source} lacks a valid {key!r} entry (damaged or edited); {_FIX}"
+            )
+    missing = [k for k in ("in_shape", "n_classes") if k not in payload["config"]]
+    if missing:
+        raise UserError(
+            f"checkpoint {source}: its config lacks {', '.join(missing)}, needed to rebuild "
+            f"the model; {_FIX}"
+        )
+    payload.setdefault("metrics", {})
+    return payload
+
+
+def _mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
+    """What differs between a model's ``state_dict`` and saved weights, in a few words."""
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    wrong = [
+        f"{k}: saved {tuple(saved[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != v.shape)
+    ]
+    parts = []
+    for label, items in (("shape of ", wrong), ("missing ", missing), ("unexpected ", extra)):
+        if items:
+            more = f" and {len(items) - 1} more" if len(items) > 1 else ""
+            parts.append(f"{label}{items[0]}{more}")
+    return "; ".join(parts) if parts else None

@@ -12,12 +12,17 @@ work of one model's step, ``batch_size * n_params`` multiply-adds, is at most
 :data:`FUSED_MAX_WORK` (1e7). The K weight matrices of each layer are stacked to
 ``(K, out, in)``; one ``baddbmm`` per layer runs the K forward passes, a hand-written backward
 pass (cross-entropy, ``bmm``, activation masks; no autograd bookkeeping) the K backward passes,
-and one batched update all K SGD steps. Measured with ``benchmarks/bench_multi.py`` on a 2-core
-CPU: for K = 8 MLPs 784-64-10 at B = 32 the training steps run 3.6x (1 thread) to 4x (2 threads)
-faster than 8 plain PyTorch loops one after another; at 2.6e7 multiply-adds per step (784-64-10
-at B = 512, 784-256-10 at B = 128) fused and sequential break even, and above that the fused path
-loses. Everything else (convolutional networks, BatchNorm, larger MLPs, K = 1) runs the K
-configurations one after another with ``fit``: measured on this project, generic
+and one batched update all K SGD steps; for plain SGD (no momentum, no weight decay) the update
+is folded into the weight-gradient product, ``W.baddbmm_(-lr g^T, h)``, so the gradient is never
+materialised. Minibatches are gathered into the same buffers every step. Measured with
+``benchmarks/bench_multi.py`` on this project's 2-core CPU (load average about 1.5): for K = 8
+MLPs 784-64-10 at B = 32 the training steps run 4.1x (1 thread) to 6.4x (2 threads) faster than
+8 plain PyTorch loops one after another, 3.0x to 4.8x with the per-epoch evaluation (which is
+matmul-bound on both sides, so it bounds the gain). Before those two changes, at 2.6e7
+multiply-adds per step (784-64-10 at B = 512, 784-256-10 at B = 128) fused and sequential broke
+even, and above that the fused path lost (the rule's bound dates from then). Everything else
+(convolutional networks, BatchNorm, larger MLPs, K = 1) runs the K configurations one after
+another with ``fit``: measured on this project, generic
 ``torch.func.vmap`` over ``grad`` gains only ~1.2x over sequential runs for small models and
 nothing for larger ones, so it is not worth a second code path.
 
@@ -27,7 +32,8 @@ ones, the learning rate applied to the logit gradient instead of to each update)
 agree with ``fit`` up to floating-point rounding: in ``float64`` to ~1e-15 relative after
 hundreds of steps, in ``float32`` to ~1e-7 absolute in the weights after an epoch (rounding
 differences of ~1e-7 per step, fed back through training, can grow over long runs). The tests
-check float64 to ``rtol=1e-9`` and float32 to ``atol=1e-4``.
+check float64 to ``rtol=1e-9`` and float32 to ``atol=1e-4``; the fused path itself is
+deterministic (the same inputs give bit-identical results).
 """
 
 from __future__ import annotations
@@ -144,8 +150,12 @@ class _FusedMLP:
         w = self.params[weight]  # (K, out, in)
         if h.ndim == 2:  # shared input, one matmul: (b, in) @ (in, K*out) -> (K, b, out)
             k, n_out, n_in = w.shape
-            out = (h @ w.reshape(k * n_out, n_in).T).view(-1, k, n_out).transpose(0, 1)
-            return out if bias < 0 else out + self.params[bias].unsqueeze(1)
+            w_flat = w.reshape(k * n_out, n_in).T
+            if bias < 0:
+                out = h @ w_flat
+            else:  # the bias added inside the matmul, not in a pass of its own
+                out = torch.addmm(self.params[bias].reshape(-1), h, w_flat)
+            return out.view(-1, k, n_out).transpose(0, 1)
         w_t = w.transpose(1, 2)  # (K, in, out)
         if bias < 0:
             return torch.bmm(h, w_t)
@@ -172,6 +182,55 @@ class _FusedMLP:
         Returns:
             The losses ``(K,)`` and ``scale_k * d loss_k / d param`` for every parameter.
         """
+        saved, grad, losses, first_linear = self._forward_backward_head(x, y, scale)
+        grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
+        for i in range(len(self.ops) - 1, first_linear - 1, -1):
+            kind, a, b = self.ops[i]
+            if kind == "act":
+                grad = b(grad, saved[i])
+                continue
+            grads[a] = torch.bmm(grad.transpose(1, 2), saved[i])  # (K, out, in)
+            if b >= 0:
+                grads[b] = grad.sum(dim=1)  # (K, out)
+            if i > first_linear:
+                grad = torch.bmm(grad, self.params[a])  # (K, B, in)
+        return losses, grads
+
+    @torch.no_grad()
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """One plain SGD step of every model (no momentum, no weight decay), in place.
+
+        The update is folded into the weight-gradient products: ``W.baddbmm_(-lr g^T, h)``
+        computes ``W - lr * dL/dW`` without materialising the gradient (one pass over each
+        weight instead of three), and each layer's input gradient is taken before its weights
+        change.
+
+        Args:
+            x: inputs ``(K, B, D)`` (model k's minibatch in row k).
+            y: labels ``(K, B)``.
+            lr: ``(K,)`` learning rates (0 for a stopped run: its weights stay as they are).
+
+        Returns:
+            The minibatch losses ``(K,)`` before the step.
+        """
+        saved, grad, losses, first_linear = self._forward_backward_head(x, y, lr)
+        for i in range(len(self.ops) - 1, first_linear - 1, -1):
+            kind, a, b = self.ops[i]
+            if kind == "act":
+                grad = b(grad, saved[i])
+                continue
+            upstream = torch.bmm(grad, self.params[a]) if i > first_linear else None
+            self.params[a].baddbmm_(grad.transpose(1, 2), saved[i], alpha=-1.0)
+            if b >= 0:
+                self.params[b].sub_(grad.sum(dim=1))
+            if upstream is not None:
+                grad = upstream
+        return losses
+
+    def _forward_backward_head(
+        self, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, int]:
+        """Forward pass; saved inputs/outputs, ``scale * dL/dlogits``, losses, first linear op."""
         saved: list[torch.Tensor] = []  # input of each linear op, output of each activation
         h = x
         for kind, a, b in self.ops:
@@ -187,19 +246,8 @@ class _FusedMLP:
         grad = log_p.exp_()  # d loss / d logits = (softmax - onehot) / B
         grad.scatter_add_(2, target, torch.full_like(target, -1, dtype=grad.dtype))
         grad.mul_((scale / y.shape[1]).view(-1, 1, 1))
-        grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
         first_linear = next(i for i, op in enumerate(self.ops) if op[0] == "linear")
-        for i in range(len(self.ops) - 1, first_linear - 1, -1):
-            kind, a, b = self.ops[i]
-            if kind == "act":
-                grad = b(grad, saved[i])
-                continue
-            grads[a] = torch.bmm(grad.transpose(1, 2), saved[i])  # (K, out, in)
-            if b >= 0:
-                grads[b] = grad.sum(dim=1)  # (K, out)
-            if i > first_linear:
-                grad = torch.bmm(grad, self.params[a])  # (K, B, in)
-        return losses, grads
+        return saved, grad, losses, first_linear
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
         """Model ``k``'s ``state_dict`` (CPU copies)."""
@@ -444,12 +492,15 @@ def _fit_fused(
     for k in range(n_models):
         stop(k, _divergence(records[k][0]["train"]["loss"], math.inf, 0))
     wd_view = [lr_wd.view(-1, *([1] * (p.ndim - 1))) for p in fused.params]
+    plain = momentum == 0.0 and weight_decay == 0.0
+    x_buf = torch.empty((n_models * batch_size, x_flat.shape[1]), dtype=x.dtype, device=dev)
+    y_buf = torch.empty(n_models * batch_size, dtype=y.dtype, device=dev)
     step = 0
-    train_seconds = 0.0
+    train_seconds = train_cpu = 0.0
     for epoch in range(1, epochs + 1):
         if not any(active):
             break
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         order = torch.stack(
             [_epoch_order(n, batch_size, setup.steps_per_epoch, g, replacement) for g in gens],
             dim=1,
@@ -457,10 +508,14 @@ def _fit_fused(
         worst = torch.full((n_models,), -math.inf, dtype=x.dtype, device=dev)
         for batch in order:  # (K, B)
             rows = batch.flatten()
-            xb = x_flat.index_select(0, rows).view(n_models, batch_size, -1)  # (K, B, D)
-            yb = y.index_select(0, rows).view(n_models, batch_size)  # (K, B)
-            losses, grads = fused.loss_and_grads(xb, yb, lr_now)  # (K,), lr * gradients
-            with torch.no_grad():
+            # gathered into the same buffers every step (no fresh allocation, no page faults)
+            xb = torch.index_select(x_flat, 0, rows, out=x_buf).view(n_models, batch_size, -1)
+            yb = torch.index_select(y, 0, rows, out=y_buf).view(n_models, batch_size)
+            if plain:  # the update folded into the gradient products
+                worst = torch.maximum(worst, fused.sgd_step(xb, yb, lr_now))
+            else:
+                losses, grads = fused.loss_and_grads(xb, yb, lr_now)  # (K,), lr * gradients
+                worst = torch.maximum(worst, losses)
                 for i, (p, d) in enumerate(zip(fused.params, grads)):
                     if weight_decay != 0.0:
                         d.addcmul_(p, wd_view[i])
@@ -472,7 +527,6 @@ def _fit_fused(
                             buf.mul_(momentum).add_(d)
                         d = buf
                     p.sub_(d)
-                worst = torch.maximum(worst, losses)
             step += 1
             for k in range(n_models):
                 steps[k] += active[k]
@@ -483,6 +537,7 @@ def _fit_fused(
         _check_all(worst, bounds, steps, stop, active)
         _sync(dev)
         train_seconds += time.perf_counter() - tic
+        train_cpu += time.process_time() - cpu
         if not any(active):
             break
         measure(epoch, step)
@@ -512,6 +567,7 @@ def _fit_fused(
                 confounders=(),
                 device=str(dev),
                 divergence_bound=float(bounds[k]),
+                train_cpu_seconds=train_cpu,
             )
         )
     return results
