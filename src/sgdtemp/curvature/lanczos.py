@@ -111,7 +111,11 @@ class _Lanczos:
         self.dtype, self.device = operator_dtype_device(op)
         self.generator = generator
         self.restart = restart
-        start = self._random_vector() if v0 is None else v0.to(self.dtype).reshape(-1)
+        start = (
+            self._random_vector()
+            if v0 is None
+            else v0.to(device=self.device, dtype=self.dtype).reshape(-1)
+        )
         if start.numel() != self.dim:
             raise UserError(f"start vector must have {self.dim} entries, got {start.numel()}")
         norm = torch.linalg.vector_norm(start)
@@ -308,13 +312,14 @@ def top_eigenvalues(
             break
         target = min(budget, m + max(k + 10, m // 2))
     basis = proc.basis[:, :m]
-    vectors = basis @ s.to(basis.dtype)
+    # the Ritz problem is solved on the CPU (scipy); the results live where the operator does
+    vectors = basis @ s.to(device=basis.device, dtype=basis.dtype)
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     converged = m >= dim or bool((residuals <= tol * scale).all())
     return Eigenpairs(
-        values=theta.to(basis.dtype),
+        values=theta.to(device=basis.device, dtype=basis.dtype),
         vectors=vectors,
-        residual_norms=residuals,
+        residual_norms=residuals.to(basis.device),
         num_matvecs=proc.matvecs,
         converged=converged and theta.numel() == k,
     )
