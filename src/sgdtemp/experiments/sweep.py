@@ -738,6 +738,7 @@ class TrainTask:
         """Train, evaluate, measure; return the outcome."""
         from sgdtemp import train
 
+        train.keep_freed_memory()  # a worker is a training process (see the function)
         data = _materialize(self.data)
         if isinstance(data, tuple):
             if self.eval_sets or self.measure.shift is not None:
