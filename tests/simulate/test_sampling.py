@@ -25,7 +25,7 @@ def test_reshuffling_covers_each_example_once_per_epoch(n: int, batch: int) -> N
     batches = _take(
         minibatch_indices(n, chains, batch, replacement=False, generator=gen), epochs * n // batch
     )
-    assert batches.dtype == torch.int64 and batches.shape[1:] == (chains, batch)
+    assert batches.dtype == torch.int32 and batches.shape[1:] == (chains, batch)
     per_epoch = batches.view(epochs, n // batch, chains, batch).permute(0, 2, 1, 3)
     per_epoch = per_epoch.reshape(epochs, chains, n)
     expected = torch.arange(n).expand(epochs, chains, n)
@@ -62,7 +62,7 @@ def test_with_replacement_is_uniform_and_independent() -> None:
     n, chains, batch = 50, 300, 8
     gen = torch.Generator().manual_seed(3)
     batches = _take(minibatch_indices(n, chains, batch, replacement=True, generator=gen), 20)
-    assert batches.dtype == torch.int64 and int(batches.min()) >= 0 and int(batches.max()) < n
+    assert batches.dtype == torch.int32 and int(batches.min()) >= 0 and int(batches.max()) < n
     counts = torch.bincount(batches.reshape(-1), minlength=n).numpy()
     assert stats.chisquare(counts).pvalue > ALPHA
     # With replacement a batch can repeat an example; reshuffling never does.

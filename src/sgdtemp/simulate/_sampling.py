@@ -8,7 +8,10 @@ Two schemes, both drawing only from the ``torch.Generator`` they are given:
   $N \bmod B$ examples left at the end of the permutation are dropped for that epoch (a uniformly
   random set, so no example is favoured) and the next epoch reshuffles. Every batch is thus a
   uniform sample of $B$ distinct examples, and batches of one epoch are disjoint.
-- **with replacement**: every index is uniform on $\{0, \dots, N-1\}$, independently.
+- **with replacement**: every index is uniform on $\{0, \dots, N-1\}$, independently. On the
+  CPU the indices come from NumPy's PCG64 (Lemire's unbiased bounded integers, int32), seeded by
+  one 63-bit draw from the given generator: measured at 4096 chains x B = 32, 0.40 ms per step
+  against 1.04 ms for ``torch.randint`` (int64, mt19937), which was a third of an SGD step.
 
 A minibatch mean of per-example gradients then has covariance $C/B$ with replacement and
 $\frac{N-B}{N-1}C/B$ without; without replacement two batches of the same epoch are also
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,7 +48,7 @@ def minibatch_indices(
     replacement: bool,
     generator: torch.Generator,
 ) -> Iterator[Tensor]:
-    r"""An endless stream of minibatches, one ``(n_chains, batch_size)`` int64 tensor per step.
+    r"""An endless stream of minibatches, one ``(n_chains, batch_size)`` index tensor per step.
 
     Args:
         n_examples: $N$, the number of training examples.
@@ -54,15 +58,15 @@ def minibatch_indices(
         generator: the only source of randomness; tensors live on its device.
 
     Yields:
-        Example indices for every chain, ``(n_chains, batch_size)`` int64.
+        Example indices for every chain, ``(n_chains, batch_size)``, int32 (int64 with
+            replacement beyond $2^{31} - 1$ examples).
 
     Example:
         >>> stream = minibatch_indices(6, 2, 3, replacement=False,
         ...                            generator=torch.Generator().manual_seed(0))
         >>> epoch = torch.cat([next(stream), next(stream)], dim=1)
-        >>> epoch.sort(dim=1).values
-        tensor([[0, 1, 2, 3, 4, 5],
-                [0, 1, 2, 3, 4, 5]])
+        >>> epoch.sort(dim=1).values.tolist()
+        [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]]
     """
     if replacement:
         return _with_replacement(n_examples, n_chains, batch_size, generator)
@@ -73,6 +77,13 @@ def _with_replacement(
     n: int, chains: int, batch: int, generator: torch.Generator
 ) -> Iterator[Tensor]:
     steps = min(_BLOCK_MAX_STEPS, max(1, _BLOCK_ELEMENTS // (chains * batch)))
+    if generator.device.type == "cpu":
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        rng = np.random.Generator(np.random.PCG64(seed))
+        dtype = np.int32 if n <= np.iinfo(np.int32).max else np.int64
+        while True:
+            drawn = rng.integers(0, n, (steps, chains, batch), dtype=dtype)
+            yield from torch.from_numpy(drawn).unbind(0)
     while True:
         block = torch.randint(
             0, n, (steps, chains, batch), generator=generator, device=generator.device
@@ -87,7 +98,7 @@ def _reshuffling(n: int, chains: int, batch: int, generator: torch.Generator) ->
             perm = _permutations(n, chains, generator)  # (chains, n) int32
             for j in range(n_batches):
                 yield perm[:, j * batch : (j + 1) * batch].to(
-                    torch.int64, memory_format=torch.contiguous_format
+                    torch.int32, memory_format=torch.contiguous_format
                 )
     # One torch.randperm per chain (same draws, same batches as slicing a (chains, n) array),
     # stored batch-major so that each step's batch is one contiguous block, in a buffer reused
@@ -107,7 +118,7 @@ def _reshuffling(n: int, chains: int, batch: int, generator: torch.Generator) ->
             source = rows[:, :used].view(rows.shape[0], n_batches, batch).transpose(0, 1)
             epoch[:, c0 : c0 + rows.shape[0], :] = source
         for block in epoch.unbind(0):
-            yield block.to(torch.int64)
+            yield block.to(torch.int32)
 
 
 def _permutations(n: int, chains: int, generator: torch.Generator) -> Tensor:
