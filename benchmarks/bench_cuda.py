@@ -24,6 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from _common import bare_sgd_epoch
 from sgdtemp.curvature import HessianOperator, random_probes, top_eigenvalues
 from sgdtemp.data import load_dataset
 from sgdtemp.train import build_model, fit, fit_many
@@ -75,13 +76,7 @@ def bare_loop(
                 ).item()
         if epoch == epochs:
             break
-        order = torch.randperm(len(y), generator=gen).to(dev)
-        for i in range(len(y) // batch_size):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        bare_sgd_epoch(model, opt, x, y, batch_size=batch_size, generator=gen)
     sync()
     return time.perf_counter() - start
 

@@ -20,12 +20,13 @@ Usage: python benchmarks/bench_multi.py [--k 8] [--width 64] [--batch-size 32] [
 from __future__ import annotations
 
 import argparse
-import os
 import time
+from statistics import median
 
 import torch
 import torch.nn.functional as F
 
+from _common import bare_sgd_epoch, load
 from sgdtemp.data import load_dataset
 from sgdtemp.train import build_model, fit_many, keep_freed_memory
 from sgdtemp.train.multi import FUSED_MAX_WORK, fused_path_applies
@@ -57,13 +58,7 @@ def plain_loop(factory, x, y, *, lrs, seeds, batch_size, epochs):
         evaluate(model)
         for _ in range(epochs):
             tic, cpu = time.perf_counter(), time.process_time()
-            perm = torch.randperm(n, generator=g)
-            for i in range(n // batch_size):
-                idx = perm[i * batch_size : (i + 1) * batch_size]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            bare_sgd_epoch(model, opt, x, y, batch_size=batch_size, generator=g)
             train_time += time.perf_counter() - tic
             train_cpu += time.process_time() - cpu
             evaluate(model)
@@ -123,17 +118,6 @@ def compare(x, y, *, k, width, batch_size, epochs, rounds, batched=None, check=T
     return samples, ours, ref, diff
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
-
-
-def _load() -> str:
-    """The 1-minute load average (what `uptime` prints first): other work on the machine."""
-    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=8)
@@ -154,7 +138,7 @@ def main() -> None:
         f"K={args.k} MLPs 784-{args.width}-10, B={args.batch_size}, {len(y)} Fashion-MNIST "
         f"images, {args.epochs} epoch(s), {args.threads} thread(s), torch {torch.__version__}, "
         f"malloc keeps freed memory: {tuned}; {args.rounds} rounds, fit_many then the 8 plain "
-        f"loops (each evaluating on the training set before and after every epoch); {_load()}"
+        f"loops (each evaluating on the training set before and after every epoch); {load()}"
     )
     samples, ours, ref, diff = compare(
         x,
@@ -176,11 +160,11 @@ def main() -> None:
         print(
             f"  {label}: fit_many {samples / best_ours:.0f} samples/s, 8 plain loops "
             f"{samples / best_ref:.0f} samples/s: ratio of bests {best_ref / best_ours:.2f}; "
-            f"per-round ratios median {_median(paired):.2f} (min {min(paired):.2f}, max "
+            f"per-round ratios median {median(paired):.2f} (min {min(paired):.2f}, max "
             f"{max(paired):.2f}) (target >= 3)"
         )
     print(f"max |weight difference| fit_many vs plain loops: {diff:.2e} (float32 rounding)")
-    print(f"{_load()} at the end")
+    print(f"{load()} at the end")
 
     if not args.sweep:
         return

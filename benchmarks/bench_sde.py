@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from _common import best_times
 from sgdtemp.landscapes import MixturePotential, TwoMinimaLoss, sample_two_minima_data
 from sgdtemp.simulate import Tabulated1D, run_sde
 
@@ -30,23 +31,6 @@ def reference_em(grid, drift, sd, theta, *, temperature, dt, n_steps, rng):
         z = rng.standard_normal(theta.shape[0])
         theta = theta - dt * np.interp(theta, grid, drift) + scale * np.interp(theta, grid, sd) * z
     return theta
-
-
-def best_times(fns, repeats):
-    """Best wall-clock and best CPU seconds of each function over interleaved repeats.
-
-    Interleaving and taking the best run keep the comparison fair on a busy machine: every
-    function gets the same chances of an undisturbed run. CPU time (of this process) is
-    reported too: it ignores time spent waiting for a busy CPU.
-    """
-    wall, cpu = [math.inf] * len(fns), [math.inf] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[i] = min(wall[i], time.perf_counter() - start)
-            cpu[i] = min(cpu[i], time.process_time() - start_cpu)
-    return wall, cpu
 
 
 def main() -> None:

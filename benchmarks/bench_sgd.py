@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import time
 
 import numpy as np
 import torch
 
+from _common import best_times
 from sgdtemp.landscapes import MixturePotential, TwoMinimaLoss, sample_two_minima_data
 from sgdtemp.simulate import run_sgd
 
@@ -51,23 +51,6 @@ def reference_sgd(pot, x, xi, theta, *, lr, batch_size, n_steps, rng, replacemen
         g = du.mean(1) + xi[idx].mean(1)
         theta = theta - lr * g
     return theta
-
-
-def best_times(fns, repeats):
-    """Best wall-clock and best CPU seconds of each function over interleaved repeats.
-
-    Interleaving and taking the best run keep the comparison fair on a busy machine: every
-    function gets the same chances of an undisturbed run. CPU time (of this process) is
-    reported too: it ignores time spent waiting for a busy CPU.
-    """
-    wall, cpu = [math.inf] * len(fns), [math.inf] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[i] = min(wall[i], time.perf_counter() - start)
-            cpu[i] = min(cpu[i], time.process_time() - start_cpu)
-    return wall, cpu
 
 
 def main() -> None:

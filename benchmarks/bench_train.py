@@ -34,11 +34,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from _common import bare_sgd_epoch, load
 from sgdtemp.data import load_dataset
 from sgdtemp.train import build_model, fit, keep_freed_memory
 from sgdtemp.train.trainer import EVAL_BATCH_SIZES
@@ -91,19 +93,12 @@ def bare_loop(model, x, y, evals, *, lr, batch_size, epochs, seed):
 
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
     train_time = train_cpu = 0.0
     tic_all, cpu_all = time.perf_counter(), time.process_time()
     evaluate_all()
     for _ in range(epochs):
         tic, cpu = time.perf_counter(), time.process_time()
-        perm = torch.randperm(n, generator=g)
-        for i in range(n // batch_size):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        bare_sgd_epoch(model, opt, x, y, batch_size=batch_size, generator=g)
         train_time += time.perf_counter() - tic
         train_cpu += time.process_time() - cpu
         evaluate_all()
@@ -210,23 +205,12 @@ def main() -> None:
     tuned = keep_freed_memory()  # as `sgdtemp train` does; both sides run in this process
     print(
         f"reference CNN on Fashion-MNIST, B={args.batch_size}, {args.threads} thread(s), "
-        f"torch {torch.__version__}, malloc keeps freed memory: {tuned}; {_load()}"
+        f"torch {torch.__version__}, malloc keeps freed memory: {tuned}; {load()}"
     )
     if "c" in args.parts:  # first, while this process is small
         part_c(args)
     if set("ab") & set(args.parts):
         part_ab(args)
-
-
-def _load() -> str:
-    """The 1-minute load average (what `uptime` prints first): other work on the machine."""
-    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 def part_ab(args) -> None:
@@ -243,7 +227,7 @@ def part_ab(args) -> None:
     print(
         f"\n{len(y)} training images, {args.epochs} epoch(s), evaluation of train + test "
         f"({len(splits.test)}) before training and after every epoch; {args.rounds} rounds, "
-        f"each: matmul reference, trainer, bare loop; {_load()} at the start"
+        f"each: matmul reference, trainer, bare loop; {load()} at the start"
     )
     rounds = []
     for r in range(args.rounds):
@@ -312,7 +296,7 @@ def part_ab(args) -> None:
         print(
             f"  {label}: best ours {min(col(ours_key)):.2f} s, best reference "
             f"{min(col(ref_key)):.2f} s, ratio of bests {best_ratio:.3f}"
-            f"; per-round ratios median {_median(ratios):.3f} "
+            f"; per-round ratios median {median(ratios):.3f} "
             f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
         )
     print(
@@ -341,16 +325,16 @@ def part_ab(args) -> None:
         print(
             f"  {who}: best {best / 1e9:.1f} GFLOP/s vs best matmul "
             f"{max(col('mm_wall')) / 1e9:.1f} GFLOP/s = {best / max(col('mm_wall')):.0%}; "
-            f"per-round wall ratio median {_median(wall):.0%} (max {max(wall):.0%}); "
-            f"per CPU second median {_median(cpu):.0%} (max {max(cpu):.0%})"
+            f"per-round wall ratio median {median(wall):.0%} (max {max(wall):.0%}); "
+            f"per CPU second median {median(cpu):.0%} (max {max(cpu):.0%})"
         )
-    print(f"  {_load()} at the end")
+    print(f"  {load()} at the end")
 
 
 def part_c(args) -> None:
     print(
         "\n(c) peak RSS of `sgdtemp train` (child process, full Fashion-MNIST, 1 epoch); "
-        f"{_load()} at the start"
+        f"{load()} at the start"
     )
     rss = peak_rss(args)
     cfg = rss["config"]
@@ -377,7 +361,7 @@ def part_c(args) -> None:
         f" MB; + load_dataset and eval sets {(rss['data_peak'] - rss['imports_peak']) / 1e6:.0f}"
         f" MB; + training and evaluation {(rss['peak'] - rss['data_peak']) / 1e6:.0f} MB"
     )
-    print(f"  {_load()} at the end")
+    print(f"  {load()} at the end")
 
 
 if __name__ == "__main__":
