@@ -574,37 +574,25 @@ class ShiftTask:
 
     def __call__(self) -> Any:
         """Load the weights and data, measure every eval set, return the outcome."""
-        import torch.nn.functional as F
-
         from sgdtemp.data import eval_set
-        from sgdtemp.experiments.sweep import Outcome
-        from sgdtemp.shift import measure_shift
+        from sgdtemp.experiments.sweep import Outcome, measure_shifts
         from sgdtemp.train import load_checkpoint
 
         model = load_checkpoint(self.checkpoint).model
         param = next(model.parameters())
         splits = _splits(self.source)
         n = self.options.examples
-
-        def head(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            k = min(n, int(data.x.shape[0]))
-            return data.x[:k].to(param.device, param.dtype), data.y[:k].to(param.device)
-
-        train = head(splits.train)
-        out: dict[str, Any] = {}
-        for name in self.eval_sets:
-            result = measure_shift(
-                model,
-                F.cross_entropy,
-                train,
-                head(eval_set(splits, name, seed=self.eval_seed)),
-                weight_decay=self.weight_decay,
-                max_iters=self.options.max_iters,
-                max_cg_iters=self.options.max_cg_iters,
-                batch_size=self.options.batch_size,
-                generator=torch.Generator().manual_seed(0),
-            )
-            out[name] = result.summary()
+        out = measure_shifts(
+            model,
+            splits.train,
+            ((name, eval_set(splits, name, seed=self.eval_seed)) for name in self.eval_sets),
+            examples=n,
+            weight_decay=self.weight_decay,
+            seed=0,
+            max_iters=self.options.max_iters,
+            max_cg_iters=self.options.max_cg_iters,
+            batch_size=self.options.batch_size,
+        )
         return Outcome("ok", {"of": self.of, "shift": out, "examples": n}, device=str(param.device))
 
 
@@ -615,11 +603,9 @@ def shift_jobs(spec: SweepSpec, db: Path, options: ShiftOptions) -> list[Any]:
     runs further. Jobs are keyed by the training run's key and the options, so a rerun skips
     finished measurements.
     """
-    from sgdtemp.analysis import SHIFT_SUFFIX
     from sgdtemp.experiments.sweep import DatasetSource, Job
     from sgdtemp.storage import NewRun, Store, run_key
 
-    del SHIFT_SUFFIX  # the caller names the sweep
     eval_sets = tuple(options.eval_sets or [s for s in spec.eval_sets if s != "train"])
     source = DatasetSource(spec.dataset, spec.data)
     jobs = []

@@ -81,6 +81,7 @@ __all__ = [
     "run_spec",
     "prepare_spec",
     "describe",
+    "measure_shifts",
 ]
 
 #: Statuses a task may report.
@@ -890,47 +891,85 @@ def _shift(
         "skipped", "reason": ...}`` for a run that did not train to the end or whose seed is
         not measured.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from sgdtemp.shift import measure_shift
-
     if result.status != "ok":
         return {"status": "skipped", "reason": f"the run {result.status}"}
     o = {**SHIFT_DEFAULTS, **options}
     if "seeds" in o and seed not in o["seeds"]:
         return {"status": "skipped", "reason": f"seed {seed} is not in measure.shift.seeds"}
-    param = next(model.parameters())
     n = int(o["examples"])
+    names = list(o.get("eval_sets") or eval_sets)
+    summaries = measure_shifts(
+        model,
+        splits.train,
+        _eval_sets(splits, names, eval_seed).items(),
+        examples=n,
+        weight_decay=weight_decay,
+        seed=int(o["seed"]),
+        objective=str(o["objective"]),
+        mu=None if o.get("mu") is None else float(o["mu"]),
+        method=str(o["method"]),
+        batch_size=int(o["batch_size"]),
+        grad_tol=float(o["grad_tol"]),
+        rel_grad_tol=float(o["rel_grad_tol"]),
+        max_iters=int(o["max_iters"]),
+        max_cg_iters=int(o["max_cg_iters"]),
+        top_k=int(o["top_k"]),
+        hvp_mode="double_backward",
+    )
+    return {"status": "ok", "examples": n, **summaries}
+
+
+def measure_shifts(
+    model: Any,
+    train: Any,
+    eval_data: Iterable[tuple[str, Any]],
+    *,
+    examples: int,
+    weight_decay: float,
+    seed: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`sgdtemp.shift.measure_shift` from the training set to each evaluation set.
+
+    Both objectives use the first ``examples`` images of their set, moved to the model's device
+    and dtype; each measurement draws from a fresh generator seeded with ``seed``.
+
+    Args:
+        model: the trained model (its weights are the train minimum).
+        train: the training ``ImageDataset``.
+        eval_data: ``(name, ImageDataset)`` pairs, consumed one at a time.
+        examples: images per objective.
+        weight_decay: the training weight decay (both objectives carry it).
+        seed: seed of each measurement's generator.
+        **options: further keyword arguments of ``measure_shift``.
+
+    Returns:
+        ``{name: ShiftResult.summary()}`` in the order of ``eval_data``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from sgdtemp.shift import measure_shift
+
+    param = next(model.parameters())
 
     def head(data: Any) -> tuple[Any, Any]:
-        k = min(n, int(data.x.shape[0]))
+        k = min(examples, int(data.x.shape[0]))
         return data.x[:k].to(param.device, param.dtype), data.y[:k].to(param.device)
 
-    train = head(splits.train)
-    names = list(o.get("eval_sets") or eval_sets)
-    out: dict[str, Any] = {"status": "ok", "examples": n}
-    for name, data in _eval_sets(splits, names, eval_seed).items():
-        measured = measure_shift(
+    train_xy = head(train)
+    return {
+        name: measure_shift(
             model,
             F.cross_entropy,
-            train,
+            train_xy,
             head(data),
             weight_decay=weight_decay,
-            objective=str(o["objective"]),
-            mu=None if o.get("mu") is None else float(o["mu"]),
-            method=str(o["method"]),
-            batch_size=int(o["batch_size"]),
-            grad_tol=float(o["grad_tol"]),
-            rel_grad_tol=float(o["rel_grad_tol"]),
-            max_iters=int(o["max_iters"]),
-            max_cg_iters=int(o["max_cg_iters"]),
-            top_k=int(o["top_k"]),
-            hvp_mode="double_backward",
-            generator=torch.Generator().manual_seed(int(o["seed"])),
-        )
-        out[name] = measured.summary()
-    return out
+            generator=torch.Generator().manual_seed(seed),
+            **options,
+        ).summary()
+        for name, data in eval_data
+    }
 
 
 def _train_job(
