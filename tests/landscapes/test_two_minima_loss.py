@@ -253,3 +253,40 @@ def test_theta_must_be_one_dimensional() -> None:
     )
     with pytest.raises(UserError):
         loss.grad(torch.zeros(4, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "theta_dtype, idx_dtype", [(torch.float64, torch.int32), (torch.float32, torch.int64)]
+)
+def test_compiled_minibatch_grad_matches_the_torch_path(theta_dtype, idx_dtype) -> None:
+    """Both implementations, over chunk boundaries, against the mean of example gradients."""
+    gen = torch.Generator().manual_seed(7)
+    x, xi = sample_two_minima_data(500, translation_std=0.4, tilt_std=3.0, generator=gen)
+    loss = TwoMinimaLoss(MixturePotential(), x, xi)
+    chains, batch = 3000, 17  # 1927 chains per chunk: two chunks, the second partial
+    theta = (6.0 * torch.rand(chains, 1, generator=gen, dtype=torch.float64) - 3.0).to(theta_dtype)
+    theta[:4, 0] = torch.tensor([-40.0, 40.0, -900.0, 900.0])  # saturated sigmoids, both ways
+    idx = torch.randint(0, 500, (chains, batch), generator=gen, dtype=idx_dtype)
+    compiled = loss.minibatch_grad(theta, idx)
+    reference = loss.example_grads(theta.double(), idx).mean(dim=1)
+    assert compiled.dtype == torch.float64 and compiled.shape == (chains, 1)
+    torch.testing.assert_close(compiled, reference, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(
+        loss._minibatch_grad_torch(theta[:, 0].double(), idx),
+        reference,
+        rtol=1e-12,
+        atol=1e-9,
+    )
+
+
+def test_minibatch_grad_is_differentiable_through_theta() -> None:
+    gen = torch.Generator().manual_seed(8)
+    x, xi = sample_two_minima_data(50, translation_std=0.3, tilt_std=1.0, generator=gen)
+    loss = TwoMinimaLoss(MixturePotential(), x, xi)
+    theta = torch.tensor([[0.3], [1.9]], dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 50, (2, 6), generator=gen)
+    (loss.minibatch_grad(theta, idx).sum()).backward()
+    # d/dtheta of the mean example gradient is the mean example second derivative.
+    hess = loss.potential.d2(theta.detach() - x[idx]).mean(dim=1, keepdim=True)
+    assert theta.grad is not None
+    torch.testing.assert_close(theta.grad, hess, rtol=1e-10, atol=1e-12)

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -334,6 +335,7 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
                 self._xibar - c.k1 * (xbar + c.m1),
             )
         )
+        self._fused_floats = tuple(float(v) for v in self._fused_constants)
 
     # ------------------------------------------------------------------ properties and helpers
 
@@ -693,6 +695,10 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         - D(\theta')\,\overline{\sigma}_{\mathcal B} + 2c_2\,\overline{\sigma\tilde x}_{\mathcal B},
         \qquad h_b = (\xi_b - \bar\xi) - \kappa_1\tilde x_b .$$
 
+        On the CPU the gathers and sums run in compiled loops around PyTorch's sigmoid
+        (:mod:`sgdtemp.landscapes._two_minima_kernels`); elsewhere in PyTorch operations. With
+        ``theta`` requiring grad it is the (differentiable) mean of :meth:`example_grads`.
+
         Args:
             theta: parameters, ``(chains, 1)``.
             idx: example indices, ``(chains, B)``.
@@ -700,10 +706,67 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         Returns:
             ``(chains, 1)``, equal to ``example_grads(theta, idx).mean(1)`` up to rounding.
         """
+        if theta.requires_grad:  # the fused paths below are not differentiable
+            return super().minibatch_grad(theta, idx)
+        th = theta[:, 0].to(torch.promote_types(theta.dtype, self.x.dtype))
+        if {theta.device.type, idx.device.type, self.x.device.type} == {"cpu"}:
+            return self._minibatch_grad_cpu(th, idx)
+        return self._minibatch_grad_torch(th, idx)
+
+    def _minibatch_grad_cpu(self, th: Tensor, idx: Tensor) -> Tensor:
+        """:meth:`minibatch_grad` with compiled gathers and sums around PyTorch's sigmoid."""
+        # Imported here: Numba costs 0.4 s to import, paid only by code that simulates.
+        from sgdtemp.landscapes._two_minima_kernels import finish_gradient, gather_arguments
+
+        c = self.potential._coef
+        d0, delta0, delta1, g0 = self._fused_floats
+        chains, batch = idx.shape
+        xt, h = (t.to(th.dtype).numpy() for t in (self._xt, self._h))
+        th_np = th.contiguous().numpy()
+        idx_np = idx.contiguous().numpy()
+        out = torch.empty(chains, dtype=th.dtype)
+        out_np = out.numpy()
+        rows = min(chains, max(1, _MINIBATCH_CHUNK_ELEMENTS // batch))
+        z = torch.empty((rows, batch), dtype=th.dtype)
+        z_np, w, h_sum = (
+            z.numpy(),
+            np.empty((rows, batch), th_np.dtype),
+            np.empty(rows, th_np.dtype),
+        )
+        for start in range(0, chains, rows):
+            stop = min(chains, start + rows)
+            r = stop - start
+            gather_arguments(
+                th_np[start:stop],
+                idx_np[start:stop],
+                xt,
+                h,
+                d0,
+                delta0,
+                delta1,
+                c.c2,
+                z_np[:r],
+                w[:r],
+                h_sum[:r],
+            )
+            z[:r].sigmoid_()
+            finish_gradient(
+                th_np[start:stop],
+                z_np[:r],
+                w[:r],
+                h_sum[:r],
+                g0,
+                c.k1,
+                1.0 / batch,
+                out_np[start:stop],
+            )
+        return out.unsqueeze(1)
+
+    def _minibatch_grad_torch(self, th: Tensor, idx: Tensor) -> Tensor:
+        """:meth:`minibatch_grad` in PyTorch operations (any device)."""
         c = self.potential._coef
         d0, delta0, delta1, g0 = self._fused_constants
         chains, batch = idx.shape
-        th = theta[:, 0].to(torch.promote_types(theta.dtype, self.x.dtype))
         # Per chain, once: -D(theta'), delta(theta') and the base k1 (theta' - m1) + xibar.
         neg_d = torch.add(-d0, th, alpha=-2.0 * c.c2).unsqueeze(1)
         delta = torch.addcmul(delta0, torch.add(delta1, th, alpha=c.c2), th).unsqueeze(1)
