@@ -9,6 +9,7 @@ from sgdtemp.errors import UserError
 from sgdtemp.experiments.two_minima import (
     NoiseModelConfig,
     TwoMinimaConfig,
+    _checks,
     load_config,
     run_two_minima,
 )
@@ -153,3 +154,30 @@ def test_load_config_overrides_and_errors(tmp_path):
         load_config(bad_type)
     with pytest.raises(UserError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_test_loss_claim_judges_the_domain_shift_and_shows_the_sampling_one(tiny_result):
+    """The paper's claim is about the domain shift; the sampling series is context, not judged."""
+    summary = {**tiny_result.summary, "cells": [dict(c) for c in tiny_result.summary["cells"]]}
+    iso = sorted((c for c in summary["cells"] if c["noise"] == "isotropic"), key=lambda c: c["T"])
+    temps = sorted({c["T"] for c in iso})
+    for c in iso:  # domain loss falls with T, sampling loss rises
+        rank = temps.index(c["T"])
+        c["test_loss"] = {"domain": 3.0 - rank, "sampling": 1.0 + rank}
+    claims = [
+        check
+        for check in _checks(summary, tiny_config())
+        if check["claim"].startswith("isotropic: the domain-shift test loss")
+    ]
+    assert len(claims) == 1
+    assert claims[0]["holds"] is True
+    assert "domain test loss (SGD) by T: 3.0000, 2.0000" in claims[0]["detail"]
+    assert "sampling test loss (SGD) by T: 1.0000, 2.0000" in claims[0]["detail"]
+    for c in iso:  # now the domain loss rises too
+        c["test_loss"] = {"domain": 1.0 + temps.index(c["T"]), "sampling": 1.0}
+    verdicts = [
+        check["holds"]
+        for check in _checks(summary, tiny_config())
+        if check["claim"].startswith("isotropic: the domain-shift test loss")
+    ]
+    assert verdicts == [False]

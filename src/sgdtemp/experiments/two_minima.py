@@ -738,19 +738,30 @@ def _checks(summary: dict[str, Any], config: TwoMinimaConfig) -> list[dict[str, 
                 + ", ".join(f"{p:.3f}" for p in p_sgd),
             }
         )
-        for kind in ("domain", "sampling"):
-            losses = [np.mean([c["test_loss"][kind] for c in iso if c["T"] == t]) for t in temps]
-            best = int(np.argmin(losses))
-            checks.append(
-                {
-                    "claim": f"isotropic: {kind}-shift test loss improves as T rises from the "
-                    "lowest grid value",
-                    "holds": bool(losses[1] < losses[0]) if len(losses) > 1 else None,
-                    "detail": f"{kind} test loss (SGD) by T: "
-                    + ", ".join(f"{v:.4f}" for v in losses)
-                    + f"; lowest at T = {temps[best]:g}",
-                }
-            )
+        # The paper's point (c): the improvement with T is driven by the domain shift. A pure
+        # sampling shift shrinks with curvature (theory.md §1.5), so no improvement is implied
+        # for it: its series is shown beside the claim, not judged.
+        losses = {
+            kind: [np.mean([c["test_loss"][kind] for c in iso if c["T"] == t]) for t in temps]
+            for kind in ("domain", "sampling")
+        }
+        series = {
+            kind: f"{kind} test loss (SGD) by T: "
+            + ", ".join(f"{v:.4f}" for v in values)
+            + f" (lowest at T = {temps[int(np.argmin(values))]:g})"
+            for kind, values in losses.items()
+        }
+        domain = losses["domain"]
+        improves = bool(domain[1] < domain[0]) if len(domain) > 1 else None
+        checks.append(
+            {
+                "claim": "isotropic: the domain-shift test loss improves as T rises from the "
+                "lowest grid value (the sampling-shift one, which theory does not predict to "
+                "improve, is shown beside it)",
+                "holds": improves,
+                "detail": f"{series['domain']}; {series['sampling']}",
+            }
+        )
     trans = by_noise.get("translation", [])
     if trans:
         gaps = [abs(c["p_wide_fp"] - c["p_wide_gibbs"]) for c in trans]
