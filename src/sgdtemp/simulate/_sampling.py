@@ -117,7 +117,7 @@ def _reshuffling(n: int, chains: int, batch: int, generator: torch.Generator) ->
     while True:
         chain, pos = 0, n - 1
         while chain < chains:
-            draws = (chains - chain) * (n - 1)  # at most, and as many again as Lemire rejects
+            draws = (chains - chain) * (n - 1)  # still to draw, at most (rejections aside)
             words = min(_RAW_WORDS, (draws + 1) // 2 + _SPARE_WORDS)
             chain, pos = shuffle_rows(state, bits.random_raw(words), epoch, chain, pos)
         for block in epoch:
