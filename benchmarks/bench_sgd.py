@@ -5,8 +5,9 @@ and without replacement. Reference, measured in the same run: a straightforward 
 NumPy step (the mixture derivative by a stable log-sum-exp, float64) drawing its minibatches the
 same way: ``rng.integers`` indices with replacement; without replacement, one
 ``rng.permuted`` row per chain each epoch, sliced into minibatches. Without replacement both
-sides are timed over whole epochs, so the permutations are charged at their true rate. Ours is also shown against the with-replacement
-reference, the cheaper of the two. Target: ours >= 10x the reference of the same sampling.
+sides are timed over whole epochs, so the permutations are charged at their true rate. Ours is
+also shown against the with-replacement reference, the cheaper of the two. Target: ours >= 10x
+the reference of the same sampling.
 
     .venv/bin/python benchmarks/bench_sgd.py [--chains 4096] [--batch-size 32] [--threads N]
 """
