@@ -326,16 +326,12 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         # In theta (not theta' = theta - xbar): D = d0 + 2 c2 theta,
         # delta = delta0 + (delta1 + c2 theta) theta, gradient base g0 + k1 theta.
         xbar = self._xbar
-        self._fused_constants = tuple(
-            x.new_tensor(v)
-            for v in (
-                c.c1 - 2.0 * c.c2 * xbar,
-                c.c0 - c.c1 * xbar + c.c2 * xbar**2,
-                c.c1 - 2.0 * c.c2 * xbar,
-                self._xibar - c.k1 * (xbar + c.m1),
-            )
+        self._fused_constants = (
+            c.c1 - 2.0 * c.c2 * xbar,
+            c.c0 - c.c1 * xbar + c.c2 * xbar**2,
+            c.c1 - 2.0 * c.c2 * xbar,
+            self._xibar - c.k1 * (xbar + c.m1),
         )
-        self._fused_floats = tuple(float(v) for v in self._fused_constants)
 
     # ------------------------------------------------------------------ properties and helpers
 
@@ -719,7 +715,7 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         from sgdtemp.landscapes._two_minima_kernels import finish_gradient, gather_arguments
 
         c = self.potential._coef
-        d0, delta0, delta1, g0 = self._fused_floats
+        d0, delta0, delta1, g0 = self._fused_constants
         chains, batch = idx.shape
         xt, h = (t.to(th.dtype).numpy() for t in (self._xt, self._h))
         th_np = th.contiguous().numpy()
@@ -768,8 +764,8 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         d0, delta0, delta1, g0 = self._fused_constants
         chains, batch = idx.shape
         # Per chain, once: -D(theta'), delta(theta') and the base k1 (theta' - m1) + xibar.
-        neg_d = torch.add(-d0, th, alpha=-2.0 * c.c2).unsqueeze(1)
-        delta = torch.addcmul(delta0, torch.add(delta1, th, alpha=c.c2), th).unsqueeze(1)
+        neg_d = th.mul(-2.0 * c.c2).sub_(d0).unsqueeze(1)
+        delta = th.mul(c.c2).add_(delta1).mul_(th).add_(delta0).unsqueeze(1)
         total = torch.empty_like(th)  # per chain: sum over the batch of h_b + sigma_b w_b
         idx = idx.contiguous()
         # Blocks of chains keep the (rows, B) intermediates in cache; few, fused operations per
@@ -784,4 +780,4 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
             sig = torch.addcmul(delta[start:stop], xb, w).sigmoid_()  # sigma_b
             w.add_(xb, alpha=c.c2)  # w_b = 2 c2 xt_b - D
             torch.sum(hb.addcmul_(sig, w), dim=1, out=total[start:stop])
-        return torch.add(g0, th, alpha=c.k1).add_(total, alpha=1.0 / batch).unsqueeze(1)
+        return th.mul(c.k1).add_(g0).add_(total, alpha=1.0 / batch).unsqueeze(1)
