@@ -10,7 +10,8 @@ import torch
 
 from sgdtemp.executors import LocalExecutor
 from sgdtemp.experiments.sweep import run_spec
-from sgdtemp.storage import Store, jsonable
+from sgdtemp.files import json_safe
+from sgdtemp.storage import Store
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +140,7 @@ def test_shift_matches_measure_shift_called_by_hand(swept, name):
     _, _, _, records = swept
     stored = records[0].metrics["shift"][name]
     result, train_loss, eval_loss = direct(records[0], name)
-    assert stored == jsonable(result.summary())  # the options and data reached measure_shift
+    assert stored == json_safe(result.summary())  # the options and data reached measure_shift
     # independent of the shift code: the objectives at θ* are the plain mean losses
     assert stored["train_objective"] == pytest.approx(train_loss, rel=1e-5)
     assert stored["eval_objective_at_train_min"] == pytest.approx(eval_loss, rel=1e-5)

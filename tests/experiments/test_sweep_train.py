@@ -16,7 +16,8 @@ from sgdtemp.experiments.spec import (
     load_spec,
 )
 from sgdtemp.experiments.sweep import DatasetSource, run, run_spec
-from sgdtemp.storage import Store, jsonable
+from sgdtemp.files import json_safe
+from sgdtemp.storage import Store
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,7 @@ def test_records_match_the_trainer_called_directly(swept):
         records = store.runs()
     for record in records:
         result, _, _ = direct_fit(record.config, eval_sets=record.config["eval"])
-        expected = jsonable({k: v for k, v in result.to_dict().items() if k not in TIMING})
+        expected = json_safe({k: v for k, v in result.to_dict().items() if k not in TIMING})
         stored = {k: v for k, v in record.metrics.items() if k in expected}
         assert stored == expected  # bit-identical losses and accuracies, every epoch and set
         assert record.metrics["lr_sharpness"] == pytest.approx(record.lr * 1.0)

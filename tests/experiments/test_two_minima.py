@@ -70,9 +70,9 @@ def test_summary_contract_and_json(tiny_result):
         assert set(c["test_loss"]) == {"sampling", "domain"}
         for p in ("p_wide_sgd", "p_wide_sde", "p_wide_fp", "p_wide_gibbs"):
             assert 0.0 <= c[p] <= 1.0
-    from sgdtemp.cli._common import to_jsonable
+    from sgdtemp.files import json_safe
 
-    json.dumps(to_jsonable(s), allow_nan=False)
+    json.dumps(json_safe(s), allow_nan=False)
 
 
 def test_arrays_contract(tiny_result):

@@ -98,7 +98,7 @@ def test_overwrite_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt.torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="No space left on device"):  # one line, no traceback
         _save(path, "mlp", width=5)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]

@@ -7,7 +7,7 @@ analysis (plus the two-minima and stationary-law checks) into the paper's claims
 
 from __future__ import annotations
 
-from sgdtemp.analysis._analyze import Analysis, analyze, analyze_runs, to_jsonable
+from sgdtemp.analysis._analyze import Analysis, analyze, analyze_runs
 from sgdtemp.analysis._records import (
     SHIFT_SUFFIX,
     SHIFT_TERMS,
@@ -56,7 +56,6 @@ __all__ = [
     "analyze",
     "analyze_runs",
     "Analysis",
-    "to_jsonable",
     # stored runs
     "RunView",
     "load_runs",

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import collections
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from sgdtemp.analysis._records import (
     SHIFT_SUFFIX,
@@ -29,9 +26,10 @@ from sgdtemp.analysis.trend import (
     test_loss_vs_temperature,
 )
 from sgdtemp.errors import UserError
+from sgdtemp.files import json_safe
 from sgdtemp.storage import Store
 
-__all__ = ["Analysis", "analyze", "analyze_runs", "to_jsonable"]
+__all__ = ["Analysis", "analyze", "analyze_runs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +62,7 @@ class Analysis:
 
     def to_dict(self) -> dict[str, Any]:
         """The analysis as JSON values (runs summarized, not their curves)."""
-        return to_jsonable(
+        return json_safe(
             {
                 "sweep": self.sweep,
                 "counts": dict(self.counts),
@@ -90,23 +88,6 @@ class Analysis:
                 "other_sweeps": self.other_sweeps,
             }
         )
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, numpy values and non-finite floats as JSON values (NaN/inf → None)."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _environments(runs: tuple[RunView, ...]) -> tuple[Mapping[str, Any], ...]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from sgdtemp.errors import UserError
+from sgdtemp.files import json_text
 
-__all__ = ["add_output_args", "emit_json", "ensure_out_dir", "progress_enabled", "to_jsonable"]
+__all__ = ["add_output_args", "emit_json", "ensure_out_dir", "progress_enabled"]
 
 
 def add_output_args(parser: Any, *, out_required: bool = False) -> None:
@@ -23,25 +22,9 @@ def add_output_args(parser: Any, *, out_required: bool = False) -> None:
     )
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Turn numpy/torch scalars and arrays, tuples and non-finite floats into JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):  # numpy / torch arrays and scalars
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as indented JSON on stdout."""
-    json.dump(to_jsonable(obj), sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 def ensure_out_dir(path: Path) -> Path:

@@ -10,7 +10,6 @@ including a histogram of SGD chains started from the computed law.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -22,8 +21,9 @@ import numpy as np
 import torch
 from scipy.integrate import trapezoid
 
-from sgdtemp.cli._common import add_output_args, emit_json, ensure_out_dir, to_jsonable
+from sgdtemp.cli._common import add_output_args, emit_json, ensure_out_dir
 from sgdtemp.errors import UserError, require_positive
+from sgdtemp.files import write_json
 from sgdtemp.landscapes._base import AbstractLandscape, AbstractPerExampleLoss
 from sgdtemp.landscapes.double_well_2d import DoubleWell2D, double_well_2d_loss
 from sgdtemp.landscapes.two_minima import MixturePotential, TwoMinimaLoss, sample_two_minima_data
@@ -502,7 +502,7 @@ def _run(args: argparse.Namespace) -> int:
             str(out / "stationary.npz"),
             str(out / "stationary.json"),
         ]
-        (out / "stationary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+        write_json(out / "stationary.json", summary)
     if args.json:
         emit_json(summary)
     else:

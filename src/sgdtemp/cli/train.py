@@ -8,10 +8,7 @@ data and training config) and ``DIR/record.json``; ``--json`` prints the record.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +17,9 @@ from sgdtemp.cli._common import (
     emit_json,
     ensure_out_dir,
     progress_enabled,
-    to_jsonable,
 )
 from sgdtemp.errors import UserError, require_positive
+from sgdtemp.files import atomic_write, json_safe, json_text
 
 __all__ = ["register", "run"]
 
@@ -94,17 +91,6 @@ def register(subparsers: Any) -> None:
     )
     add_output_args(parser, out_required=True)
     parser.set_defaults(handler=run)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -261,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         **summary,
         "config": config,
     }
-    record = to_jsonable(record)
+    record = json_safe(record)
     save_checkpoint(
         checkpoint,
         model.cpu(),
@@ -270,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         metrics=record,
     )
-    _atomic_write_text(out / "record.json", json.dumps(record, indent=2) + "\n")
+    atomic_write(out / "record.json", json_text(record) + "\n")
     if result.status != "ok":
         print(f"sgdtemp train: run diverged: {result.reason}", file=sys.stderr)
     if args.json:

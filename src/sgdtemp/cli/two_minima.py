@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +14,9 @@ from sgdtemp.cli._common import (
     emit_json,
     ensure_out_dir,
     progress_enabled,
-    to_jsonable,
 )
 from sgdtemp.errors import UserError
+from sgdtemp.files import atomic_write, write_json
 
 OUTPUTS = ("summary.json", "data.npz")
 
@@ -46,17 +43,6 @@ def register(subparsers: Any) -> None:
     )
     add_output_args(parser, out_required=True)
     parser.set_defaults(handler=run)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,15 +82,14 @@ def run(args: argparse.Namespace) -> int:
     summary = dict(result.summary)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **result.arrays)  # type: ignore[arg-type]
-    _atomic_write(out / "data.npz", buffer.getvalue())
+    atomic_write(out / "data.npz", buffer.getvalue())
     figures = plot_two_minima(summary, result.arrays, out)
     summary["files"] = {
         "summary": str(out / "summary.json"),
         "data": str(out / "data.npz"),
         "figures": [str(p) for p in figures],
     }
-    text = json.dumps(to_jsonable(summary), indent=2)
-    _atomic_write(out / "summary.json", text.encode())
+    write_json(out / "summary.json", summary)
     if args.json:
         emit_json(summary)
     else:

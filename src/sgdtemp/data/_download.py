@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from sgdtemp.errors import UserError
+from sgdtemp.files import atomic_writer
 
 __all__ = ["RemoteFile", "RemoteDataset", "REMOTE_DATASETS", "cache_root", "download"]
 
@@ -168,22 +168,17 @@ def _is_cached(path: Path, spec: RemoteFile) -> bool:
 
 def _fetch(url: str, target: Path, spec: RemoteFile) -> None:
     """Stream ``url`` into ``target`` through a verified temporary file; raise on any fault."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    with atomic_writer(target, suffix=".part", sync=True) as out:
         digest = hashlib.sha256()
         received = 0
-        with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(url, headers={"User-Agent": "sgdtemp"})
-            with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-                while chunk := response.read(_CHUNK):
-                    received += len(chunk)
-                    if received > spec.size:
-                        raise UserError(f"{url} is longer than the expected {spec.size} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        request = urllib.request.Request(url, headers={"User-Agent": "sgdtemp"})
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            while chunk := response.read(_CHUNK):
+                received += len(chunk)
+                if received > spec.size:
+                    raise UserError(f"{url} is longer than the expected {spec.size} bytes")
+                digest.update(chunk)
+                out.write(chunk)
         if received != spec.size:
             raise UserError(
                 f"download of {url} stopped after {received} of {spec.size} bytes; try again"
@@ -193,9 +188,6 @@ def _fetch(url: str, target: Path, spec: RemoteFile) -> None:
                 f"{url} failed its checksum (sha256 {digest.hexdigest()}, expected "
                 f"{spec.sha256}); the mirror serves a different file"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def download(

@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import torch
 
 from sgdtemp.errors import UserError
 from sgdtemp.experiments.spec import SweepSpec, load_spec, parse_spec
+from sgdtemp.files import atomic_write, json_safe, write_json
 
 __all__ = [
     "Profile",
@@ -227,42 +227,13 @@ def profile_spec(
 # --------------------------------------------------------------------------- file helpers
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False).encode())
-
-
 def _reusable(folder: Path, config: Any) -> bool:
     """Whether ``folder/summary.json`` exists and was written with ``config``."""
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(summary, dict) and summary.get("config") == _jsonable(config)
+    return isinstance(summary, dict) and summary.get("config") == json_safe(config)
 
 
 # ------------------------------------------------------------------------------ studies
@@ -309,14 +280,14 @@ def _two_minima(config: Any, folder: Path) -> bool:
     summary = dict(result.summary)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **result.arrays)  # type: ignore[arg-type]
-    _atomic_write(folder / "data.npz", buffer.getvalue())
+    atomic_write(folder / "data.npz", buffer.getvalue())
     figures = plot_two_minima(summary, result.arrays, folder)
     summary["files"] = {
         "summary": str(folder / "summary.json"),
         "data": str(folder / "data.npz"),
         "figures": [str(p) for p in figures],
     }
-    _write_json(folder / "summary.json", summary)
+    write_json(folder / "summary.json", summary)
     return False
 
 
@@ -533,7 +504,7 @@ def _stationary(profile: Profile, folder: Path) -> bool:
     if _reusable(folder, profile.stationary.to_dict()):
         return True
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "summary.json", stationary_checks(profile.stationary))
+    write_json(folder / "summary.json", stationary_checks(profile.stationary))
     return False
 
 

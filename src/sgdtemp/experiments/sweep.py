@@ -56,6 +56,7 @@ from sgdtemp.experiments.spec import (
     SweepSpec,
     check_measurements,
 )
+from sgdtemp.files import json_safe
 from sgdtemp.storage import (
     CODE_VERSION,
     FINISHED,
@@ -63,7 +64,6 @@ from sgdtemp.storage import (
     Store,
     environment,
     hostname,
-    jsonable,
     run_key,
 )
 
@@ -257,7 +257,7 @@ def _run_job(
     try:
         outcome = _as_outcome(task())
         status, error = outcome.status, None
-        metrics: Mapping[str, Any] | None = jsonable(dict(outcome.metrics))
+        metrics: Mapping[str, Any] | None = json_safe(dict(outcome.metrics))
         env = environment(device=outcome.device)
     except Exception as exc:
         status, metrics, env = "failed", None, environment()
@@ -814,8 +814,8 @@ class TrainTask:
             model.cpu(),
             model_name=spec.name,
             model_kwargs=dict(spec.kwargs),
-            config=jsonable(config),
-            metrics=jsonable(metrics),
+            config=json_safe(config),
+            metrics=json_safe(metrics),
         )
         return str(path)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,8 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sgdtemp.analysis import Analysis, Claim, all_claims, analyze, to_jsonable
+from sgdtemp.analysis import Analysis, Claim, all_claims, analyze
 from sgdtemp.errors import UserError
+from sgdtemp.files import atomic_write, write_json
 from sgdtemp.report._html import Figure, figure_to_data_uri, png_to_data_uri, render_html
 from sgdtemp.storage import environment
 
@@ -83,17 +83,6 @@ def find_study(explicit: Path | None, db: Path, name: str) -> Path | None:
         return explicit
     candidate = db.parent / name
     return candidate if candidate.exists() else None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sweep_figures(analysis: Analysis) -> list[Figure]:
@@ -243,8 +232,8 @@ def build_report(
         "two_minima_checks": (tm_summary or {}).get("checks"),
         "stationary_checks": (st_summary or {}).get("checks"),
     }
-    _atomic_write(json_path, json.dumps(to_jsonable(payload), indent=2, allow_nan=False))
-    _atomic_write(html_path, page)
+    write_json(json_path, payload)
+    atomic_write(html_path, page)
     return ReportResult(
         html=html_path,
         analysis_json=json_path,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sgdtemp.storage._env import environment, hostname
 from sgdtemp.storage._export import EXPORT_FORMATS, export_runs, flatten_metrics, run_table
-from sgdtemp.storage._keys import CODE_VERSION, canonical_json, jsonable, run_key
+from sgdtemp.storage._keys import CODE_VERSION, canonical_json, run_key
 from sgdtemp.storage._store import (
     FINISHED,
     STATUSES,
@@ -38,7 +38,6 @@ __all__ = [
     # keys and environment
     "run_key",
     "canonical_json",
-    "jsonable",
     "CODE_VERSION",
     "environment",
     "hostname",

@@ -10,7 +10,7 @@ from typing import Any
 
 from sgdtemp.errors import UserError
 
-__all__ = ["CODE_VERSION", "canonical_json", "jsonable", "run_key"]
+__all__ = ["CODE_VERSION", "canonical_json", "run_key"]
 
 
 def _code_version() -> str:
@@ -81,25 +81,3 @@ def run_key(config: Mapping[str, Any], *, code_version: str = CODE_VERSION) -> s
     """
     payload = canonical_json({"config": config, "code_version": code_version})
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-def jsonable(obj: Any) -> Any:
-    """JSON values for metrics: numpy/torch scalars and arrays become lists and numbers.
-
-    Non-finite floats become None, as in the command line's ``--json`` output, so stored metrics
-    are strict JSON.
-
-    Example:
-        >>> jsonable({"loss": float("nan"), "acc": (0.5, 1)})
-        {'loss': None, 'acc': [0.5, 1]}
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist):  # numpy / torch arrays and scalars
-        return jsonable(tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -18,9 +18,7 @@ the target with ``os.replace``, so a reader never sees a half-written checkpoint
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import torch
 from torch import nn
 
 from sgdtemp.errors import UserError
+from sgdtemp.files import atomic_writer
 from sgdtemp.train.models import MODELS, _build
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -112,18 +111,10 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with atomic_writer(target, sync=True) as handle:
+            torch.save(payload, handle)
     except OSError as err:
         raise UserError(f"cannot write checkpoint {target} ({err.strerror})") from err
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 
