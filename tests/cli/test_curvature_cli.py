@@ -79,8 +79,8 @@ def test_curvature_json(checkpoint, capsys):
     )
     assert code == 0
     out = _json(capsys)
-    assert set(out["trace"]) == {"value", "stderr", "matvecs"}
-    assert out["trace"]["matvecs"] == 6 and out["trace"]["stderr"] > 0
+    assert set(out["trace"]) == {"value", "stderr", "products"}
+    assert out["trace"]["products"] == 6 and out["trace"]["stderr"] > 0
     eig = out["top_eigenvalues"]
     assert len(eig) == 3 and eig == sorted(eig, reverse=True)
     assert out["noise_trace"] > 0

@@ -218,11 +218,11 @@ def test_sweep_input_errors_are_one_line_before_any_work(tmp_path, capsys):
 
 
 def test_progress_bar_renders_runs_running_and_failed(capsys):
-    from sgdtemp.experiments.sweep import Progress
+    from sgdtemp.experiments.engine import SweepProgress
 
     bar = sweep_cmd._Bar()
-    bar(Progress(total=5, skipped=1, done=0, running=2, failed=0, waiting=0))
-    bar(Progress(total=5, skipped=1, done=3, running=1, failed=1, waiting=0))
+    bar(SweepProgress(total=5, skipped=1, done=0, running=2, failed=0, waiting=0))
+    bar(SweepProgress(total=5, skipped=1, done=3, running=1, failed=1, waiting=0))
     bar.close()
     err = capsys.readouterr().err
     assert "3/4" in err and "running=1" in err and "failed=1" in err

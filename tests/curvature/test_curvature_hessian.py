@@ -33,7 +33,7 @@ def test_hessian_matches_dense_oracle(case, helpers, mode, batching):
     name, model, x, y = case
     dense = helpers.dense_hessian(model, LOSS, x, y)
     # unequal batches: the operator must weight them by size to get the mean over all data
-    op = HessianOperator(model, LOSS, _batches(x, y, [10, 9, 5]), mode=mode, batching=batching)
+    op = HessianOperator(model, LOSS, _batches(x, y, [10, 9, 5]), hvp_mode=mode, batching=batching)
     d = dense.shape[0]
     assert op.shape == (d, d)
     v = torch.randn(d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -48,9 +48,21 @@ def test_hessian_matches_dense_oracle(case, helpers, mode, batching):
     assert torch.allclose(op @ vmat, dense @ vmat, atol=ATOL)
 
 
+def test_default_formulation_is_fixed_and_mode_is_a_deprecated_name(helpers):
+    model, x, y = helpers.make_case("mlp_tanh")
+    op = HessianOperator(model, LOSS, (x, y), batch_size=8)
+    v = torch.ones(op.shape[0], 2, dtype=torch.float64)
+    first = op @ v
+    assert op.strategy["batched"] == "double_backward:loop"  # chosen without timing anything
+    assert op.model_loss.calibration == {}
+    with pytest.warns(DeprecationWarning, match="hvp_mode"):
+        old = HessianOperator(model, LOSS, (x, y), batch_size=8, mode="double_backward")
+    assert torch.equal(old @ v, first)
+
+
 def test_auto_mode_records_its_choice_and_timings(helpers):
     model, x, y = helpers.make_case("cnn_groupnorm")
-    op = HessianOperator(model, LOSS, (x, y), batch_size=8)
+    op = HessianOperator(model, LOSS, (x, y), batch_size=8, hvp_mode="auto", batching="auto")
     _ = op @ torch.ones(op.shape[0], 2, dtype=torch.float64)
     mode, batching = op.strategy["batched"].split(":")
     assert mode in ("double_backward", "forward_over_reverse")
@@ -61,7 +73,7 @@ def test_auto_mode_records_its_choice_and_timings(helpers):
 def test_to_dense_is_symmetric_and_params_override(helpers):
     model, x, y = helpers.make_case("mlp_tanh")
     theta = helpers.flat_params(model) * 0.5
-    op = HessianOperator(model, LOSS, (x, y), params=theta, mode="double_backward")
+    op = HessianOperator(model, LOSS, (x, y), params=theta, hvp_mode="double_backward")
     h = op.to_dense()
     assert torch.allclose(h, h.T, atol=1e-12)
     with torch.no_grad():
@@ -84,7 +96,7 @@ def test_model_is_left_untouched(helpers):
 def test_frozen_parameters_are_excluded(helpers):
     model, x, y = helpers.make_case("mlp_tanh")
     model[1].weight.requires_grad_(False)
-    op = HessianOperator(model, LOSS, (x, y), mode="double_backward")
+    op = HessianOperator(model, LOSS, (x, y), hvp_mode="double_backward")
     full = helpers.dense_hessian(model, LOSS, x, y)
     skip = model[1].weight.numel()
     assert op.shape == (full.shape[0] - skip,) * 2
@@ -134,7 +146,7 @@ def test_mse_loss_and_linear_model_closed_form():
 def test_bad_inputs_are_user_errors(helpers):
     model, x, y = helpers.make_case("mlp_tanh")
     with pytest.raises(UserError, match="mode"):
-        HessianOperator(model, LOSS, (x, y), mode="finite_difference")
+        HessianOperator(model, LOSS, (x, y), hvp_mode="finite_difference")
     op = HessianOperator(model, LOSS, (x, y))
     with pytest.raises(UserError, match="operand"):
         _ = op @ torch.ones(3)
@@ -161,8 +173,8 @@ def test_value_and_grad_matches_autograd(helpers):
 def test_graph_cache_reuses_the_gradient_graph_and_follows_theta(helpers):
     model, x, y = helpers.make_case("cnn")
     batches = _batches(x, y, [12, 12])
-    cached = HessianOperator(model, LOSS, batches, mode="double_backward")
-    cold = HessianOperator(model, LOSS, batches, mode="double_backward", graph_cache_bytes=0)
+    cached = HessianOperator(model, LOSS, batches, hvp_mode="double_backward")
+    cold = HessianOperator(model, LOSS, batches, hvp_mode="double_backward", graph_cache_bytes=0)
     v = torch.randn(
         cached.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )

@@ -46,7 +46,7 @@ def test_rademacher_is_exact_on_a_diagonal_matrix():
     est = hutchinson_trace(a, 5, generator=torch.Generator().manual_seed(0))
     assert est.value == pytest.approx(4.25, abs=1e-12)
     assert est.stderr == pytest.approx(0.0, abs=1e-12)
-    assert est.num_matvecs == 5 and est.method == "hutchinson"
+    assert est.num_products == 5 and est.method == "hutchinson"
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "normal"])
@@ -94,7 +94,7 @@ def test_hutchpp_exact_when_rank_fits_the_sketch():
     est = hutchpp_trace(a, 12, generator=gen)  # sketch of 4 columns >= rank 3
     assert est.value == pytest.approx(float(torch.trace(a)), rel=1e-10)
     assert est.stderr == pytest.approx(0.0, abs=1e-8)
-    assert est.num_matvecs == 12 and est.method == "hutchpp"
+    assert est.num_products == 12 and est.method == "hutchpp"
 
 
 def test_hutchpp_beats_hutchinson_on_a_decaying_spectrum():

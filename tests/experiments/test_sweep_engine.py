@@ -11,8 +11,10 @@ import pytest
 from sgdtemp.errors import UserError
 from sgdtemp.executors import LocalExecutor
 from sgdtemp.executors._toy import ToyTask
+from sgdtemp.experiments.engine import Job, Outcome, SweepProgress, execute
+from sgdtemp.experiments.sources import describe
 from sgdtemp.experiments.spec import RunConfig, Stability, iso_temperature_grid
-from sgdtemp.experiments.sweep import Job, Outcome, Progress, describe, execute, run
+from sgdtemp.experiments.sweep import run
 from sgdtemp.storage import NewRun, Store, run_key
 
 
@@ -40,7 +42,7 @@ def log_lines(log: Path, kind: str) -> list[str]:
 def test_records_every_run_and_rerun_skips_finished(tmp_path, pool):
     db, log = tmp_path / "runs.db", tmp_path / "log"
     jobs = toy_jobs(range(6), log=log)
-    events: list[Progress] = []
+    events: list[SweepProgress] = []
     summary = execute(jobs, store=db, sweep="toy", executor=pool, progress=events.append)
     assert summary.counts() == {
         "total": 6,

@@ -117,16 +117,20 @@ def test_shift_terms_are_consistent(swept, name):
     _, _, _, records = swept
     m = records[0].metrics["shift"][name]
     assert m["objective"] == "proximal" and m["mu"] > 0 and m["weight_decay"] == 0.0
-    # exact identity: gap = vertical shift + measured gap (θ* is where both start)
+    # exact identity: gap = vertical shift + measured gap + the proximal share (θ* is where
+    # both start; the vertical shift and the gap's F̃ carry no proximal term)
     assert m["generalization_gap"] == pytest.approx(
-        m["vertical_shift"] + m["measured_gap"], abs=1e-5
+        m["vertical_shift"] + m["measured_gap"] + m["proximal_curvature"], abs=1e-5
     )
-    # ½ sᵀ(H̃ + μ) s = ½ sᵀH̃s + ½ μ‖s‖²
-    assert m["shift_curvature"] == pytest.approx(
-        m["data_shift_curvature"] + 0.5 * m["mu"] * m["shift_norm"] ** 2, rel=1e-5
+    # no weight decay: the shift-curvature is the data part, never the proximal μ share
+    assert m["shift_curvature"] == m["data_shift_curvature"] and m["weight_decay_curvature"] == 0
+    assert m["proximal_curvature"] == pytest.approx(0.5 * m["mu"] * m["shift_norm"] ** 2)
+    # the descended objective's quadratic model: ½ sᵀ(H̃ + μ) s = ½ sᵀH̃s + ½ μ‖s‖²
+    assert m["quadratic_gap"] == pytest.approx(
+        m["shift_curvature"] + m["proximal_curvature"], rel=1e-12
     )
     assert math.isfinite(m["ratio"]) and m["ratio"] == pytest.approx(
-        m["measured_gap"] / m["shift_curvature"]
+        m["measured_gap"] / m["quadratic_gap"]
     )
     assert 0.5 < m["ratio"] < 2.0  # near the quadratic picture at this small a shift
     assert m["measured_gap"] > 0 and m["shift_norm"] > 0

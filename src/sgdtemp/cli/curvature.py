@@ -13,38 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from sgdtemp.cli._common import emit_json, progress_enabled
 from sgdtemp.errors import UserError
 
-__all__ = [
-    "register",
-    "LoadedRun",
-    "load_run",
-    "add_run_args",
-    "add_json_arg",
-    "subset",
-    "pick_set",
-]
+__all__ = ["register", "load_run", "add_run_args", "add_json_arg"]
 
 DEFAULT_MAX_EXAMPLES = 4096
-
-
-@dataclass(frozen=True)
-class LoadedRun:
-    """A checkpoint with the data it was trained on, ready for curvature measurements."""
-
-    model: nn.Module
-    config: dict[str, Any]
-    dataset: str
-    splits: Any
-    device: torch.device
-    dtype: torch.dtype
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +44,10 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hvp-mode",
-        choices=("auto", "double_backward", "forward_over_reverse"),
-        default="auto",
-        help="Hessian-vector-product formulation (auto: the fastest, measured)",
+        choices=("double_backward", "forward_over_reverse", "auto"),
+        default="double_backward",
+        help="Hessian-vector-product formulation (default double_backward, the same digits on "
+        "every machine; auto: the fastest, measured on this machine)",
     )
     parser.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32", help="computation dtype"
@@ -84,16 +63,14 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_run(args: argparse.Namespace) -> LoadedRun:
-    """Load the checkpoint and its data splits, checking that they belong together.
+def load_run(args: argparse.Namespace) -> Any:
+    """The checkpoint of ``args`` with its data (:func:`sgdtemp.experiments.measure.load_run`).
 
     Raises:
-        UserError: for a missing or foreign checkpoint, a dataset other than the checkpoint's,
-            data whose image shape or class count does not fit the model, or bad options.
+        UserError: for bad options, a missing or foreign checkpoint or a dataset other than
+            the checkpoint's.
     """
-    from sgdtemp.data import load_dataset
-    from sgdtemp.data._datasets import canonical_name
-    from sgdtemp.train import load_checkpoint, resolve_device
+    from sgdtemp.experiments.measure import load_run as load
 
     if args.max_examples < 0:
         raise UserError(f"--max-examples must be >= 0, got {args.max_examples}")
@@ -101,59 +78,14 @@ def load_run(args: argparse.Namespace) -> LoadedRun:
         raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
-    device = resolve_device(args.device)
-    dataset = canonical_name(args.dataset)
-    try:
-        ckpt = load_checkpoint(args.checkpoint, map_location=device)
-    except UserError as err:  # torch's own reasons can span lines: keep the error to one
-        raise UserError(" ".join(str(err).split())) from err
-    config = ckpt.config
-    trained_on = config.get("dataset")
-    if trained_on is not None and canonical_name(str(trained_on)) != dataset:
-        raise UserError(
-            f"checkpoint {args.checkpoint} was trained on {trained_on}, not {args.dataset}; "
-            f"pass --dataset {trained_on}"
-        )
-    root = args.data_root if args.data_root is not None else config.get("data_root")
-    splits = load_dataset(
-        dataset,
-        root=root,
-        heldout=config.get("heldout"),
-        train_subset=config.get("train_subset"),
-        seed=int(config.get("data_seed", 0) or 0),
-    )
-    shape = [int(s) for s in splits.train.x.shape[1:]]
-    if shape != [int(s) for s in config["in_shape"]] or int(splits.train.n_classes) != int(
-        config["n_classes"]
-    ):
-        raise UserError(
-            f"checkpoint {args.checkpoint} expects images {config['in_shape']} with "
-            f"{config['n_classes']} classes, but {args.dataset} has {shape} with "
-            f"{splits.train.n_classes}; use the checkpoint's dataset"
-        )
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    model = ckpt.model.to(device=device, dtype=dtype).eval()
-    return LoadedRun(model, dict(config), dataset, splits, device, dtype)
-
-
-def subset(data: Any, max_examples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``max_examples`` images and labels (all for 0)."""
-    n = len(data.y) if max_examples == 0 else min(max_examples, len(data.y))
-    return data.x[:n], data.y[:n]
-
-
-def pick_set(run: LoadedRun, spec: str) -> Any:
-    """The evaluation set ``spec`` of the run's splits (corruptions seeded as in training).
-
-    Raises:
-        UserError: for an unknown or empty set.
-    """
-    from sgdtemp.data import eval_set
-
-    data = eval_set(run.splits, spec, seed=int(run.config.get("data_seed", 0) or 0))
-    if len(data.y) == 0:
-        raise UserError(f"evaluation set {spec} is empty for this checkpoint; choose another")
-    return data
+    return load(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        device=args.device,
+        dtype=dtype,
+    )
 
 
 def _status(enabled: bool, text: str) -> None:
@@ -162,12 +94,7 @@ def _status(enabled: bool, text: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sgdtemp.curvature import (
-        GradientCovarianceOperator,
-        HessianOperator,
-        hutchinson_trace,
-        top_eigenvalues,
-    )
+    from sgdtemp.experiments.measure import CurvatureOptions, measure_curvature
     from sgdtemp.theory.temperature import temperature
 
     if args.probes < 1:
@@ -176,60 +103,49 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     if not args.eig_tol > 0:
         raise UserError(f"--eig-tol must be positive, got {args.eig_tol}")
+    options = CurvatureOptions(
+        examples=args.max_examples,
+        probes=args.probes,
+        top_k=args.top_k,
+        eig_tol=args.eig_tol,
+        batch_size=args.batch_size,
+        noise_trace=True,
+        hvp_mode=args.hvp_mode,
+        seed=args.seed,
+    )
     start = time.perf_counter()
     run = load_run(args)
-    data = pick_set(run, args.split)
+    data = run.eval_set(args.split)
     n_params = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     if args.top_k > n_params:
         raise UserError(
             f"--top-k {args.top_k} is larger than the number of parameters ({n_params})"
         )
-    x, y = subset(data, args.max_examples)
-    loss_fn = nn.CrossEntropyLoss()
-    show = progress_enabled(args.json)
-    gen = torch.Generator(device=run.device).manual_seed(args.seed)
-    hessian = HessianOperator(
-        run.model, loss_fn, (x, y), batch_size=args.batch_size, mode=args.hvp_mode
+    _status(
+        progress_enabled(args.json), f"curvature of {args.split} ({args.max_examples} examples)"
     )
-    _status(show, f"Hutchinson trace with {args.probes} probes on {len(y)} examples")
-    trace = hutchinson_trace(hessian, args.probes, generator=gen)
-    eigenvalues: list[float] = []
-    converged = None
-    if args.top_k:
-        _status(show, f"top {args.top_k} eigenvalues (Lanczos)")
-        pairs = top_eigenvalues(hessian, args.top_k, tol=args.eig_tol, generator=gen)
-        eigenvalues = [float(v) for v in pairs.values]
-        converged = pairs.converged
-    _status(show, "gradient-noise trace (per-example gradients)")
-    noise = GradientCovarianceOperator(run.model, loss_fn, (x, y), batch_size=args.batch_size)
-    noise_trace = noise.trace()
-    lr = run.config.get("lr")
-    lr_sharpness = float(lr) * eigenvalues[0] if (lr is not None and eigenvalues) else None
+    m = measure_curvature(run.model, data, options)
+    lr, batch_size = run.config.get("lr"), run.config.get("batch_size")
+    lr_sharpness = m.lr_sharpness(lr)
     temp = None
-    if lr is not None and run.config.get("batch_size"):
-        temp = temperature(
-            float(lr), float(run.config["batch_size"]), float(run.config.get("momentum", 0.0))
-        )
+    if lr is not None and batch_size:
+        temp = temperature(float(lr), float(batch_size), float(run.config.get("momentum", 0.0)))
     summary = {
-        "trace": {
-            "value": trace.value,
-            "stderr": trace.stderr,
-            "matvecs": trace.num_matvecs,
-        },
-        "top_eigenvalues": eigenvalues,
-        "noise_trace": noise_trace,
+        "trace": {"value": m.trace, "stderr": m.trace_stderr, "products": m.trace_products},
+        "top_eigenvalues": list(m.top_eigenvalues),
+        "noise_trace": m.noise_trace,
         "lr_sharpness": lr_sharpness,
         "stable": None if lr_sharpness is None else lr_sharpness < 2.0,
-        "eigenvalues_converged": converged,
+        "eigenvalues_converged": m.eigenvalues_converged,
         "lr": lr,
         "temperature": temp,
         "checkpoint": str(args.checkpoint),
         "dataset": run.dataset,
         "split": args.split,
-        "examples": int(len(y)),
-        "parameters": n_params,
-        "trace_method": "taylor" if hessian.model_loss.uses_taylor else "hvp",
-        "hvp_strategy": hessian.strategy,
+        "examples": m.examples,
+        "parameters": m.parameters,
+        "trace_method": m.trace_method,
+        "hvp_mode": m.hvp_mode,
         "dtype": args.dtype,
         "seed": args.seed,
         "seconds": time.perf_counter() - start,
@@ -237,11 +153,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     else:
-        print(f"{run.dataset} {args.split} ({len(y)} examples, {n_params} parameters)")
-        print(f"  Hessian trace   {trace.value:.6g} +- {trace.stderr:.3g} ({args.probes} probes)")
-        if eigenvalues:
-            print("  top eigenvalues " + ", ".join(f"{v:.6g}" for v in eigenvalues))
-        print(f"  noise trace     {noise_trace:.6g}")
+        print(f"{run.dataset} {args.split} ({m.examples} examples, {m.parameters} parameters)")
+        print(f"  Hessian trace   {m.trace:.6g} +- {m.trace_stderr:.3g} ({m.probes} probes)")
+        if m.top_eigenvalues:
+            print("  top eigenvalues " + ", ".join(f"{v:.6g}" for v in m.top_eigenvalues))
+        print(f"  noise trace     {m.noise_trace:.6g}")
         if lr_sharpness is not None:
             print(f"  lr * lambda_max {lr_sharpness:.4g}" + ("" if lr_sharpness < 2 else " (>= 2)"))
         print(f"  {summary['seconds']:.1f} s")
@@ -268,8 +184,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--eig-tol",
         type=float,
-        default=1e-3,
-        help="relative residual tolerance of the Lanczos eigenpairs (default 1e-3)",
+        default=1e-4,
+        help="relative residual tolerance of the Lanczos eigenpairs (default 1e-4)",
     )
     add_json_arg(parser)
     parser.set_defaults(handler=_run)

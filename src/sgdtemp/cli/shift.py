@@ -12,6 +12,7 @@ proximal shift with a reported mu is measured instead (see ``sgdtemp.shift``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -21,14 +22,15 @@ import torch
 from torch import nn
 
 from sgdtemp.cli._common import emit_json, progress_enabled
-from sgdtemp.cli.curvature import add_json_arg, add_run_args, load_run, pick_set, subset
+from sgdtemp.cli.curvature import add_json_arg, add_run_args, load_run
 from sgdtemp.errors import UserError
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sgdtemp.shift import OBJECTIVES, measure_shift
+    from sgdtemp.experiments.measure import head
+    from sgdtemp.shift import OBJECTIVES, ShiftOptions, measure_shift
 
     if args.objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}")
@@ -44,19 +46,33 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--top-k must be >= 0, got {args.top_k}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
         raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    options = ShiftOptions(  # checks every option before any work
+        weight_decay=0.0 if args.weight_decay is None else args.weight_decay,
+        objective=args.objective,
+        mu=args.mu,
+        method=args.method,
+        batch_size=args.batch_size,
+        grad_tol=args.grad_tol,
+        rel_grad_tol=args.rel_grad_tol,
+        max_iters=args.max_iters,
+        max_cg_iters=args.max_cg_iters,
+        max_seconds=math.inf if args.time_limit is None else args.time_limit,
+        top_k=args.top_k,
+        hvp_mode=args.hvp_mode,
+    )
     start = time.perf_counter()
     run = load_run(args)
-    eval_data = pick_set(run, args.eval_set)
+    eval_data = run.eval_set(args.eval_set)
     n_params = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     if args.top_k > n_params:
         raise UserError(
             f"--top-k {args.top_k} is larger than the number of parameters ({n_params})"
         )
-    wd = args.weight_decay
-    if wd is None:
+    if args.weight_decay is None:  # the run's own
         wd = float(run.config.get("weight_decay", 0.0) or 0.0)
-    train = subset(run.splits.train, args.max_examples)
-    evaluation = subset(eval_data, args.max_examples)
+        options = dataclasses.replace(options, weight_decay=wd)
+    train = head(run.splits.train, args.max_examples)
+    evaluation = head(eval_data, args.max_examples)
     show = progress_enabled(args.json)
     if show:
         print(
@@ -78,20 +94,9 @@ def _run(args: argparse.Namespace) -> int:
         nn.CrossEntropyLoss(),
         train,
         evaluation,
-        weight_decay=wd,
-        objective=args.objective,
-        mu=args.mu,
-        method=args.method,
-        batch_size=args.batch_size,
-        max_iters=args.max_iters,
-        max_cg_iters=args.max_cg_iters,
-        max_seconds=math.inf if args.time_limit is None else args.time_limit,
-        callback=progress if show else None,
-        grad_tol=args.grad_tol,
-        rel_grad_tol=args.rel_grad_tol,
-        top_k=args.top_k,
-        hvp_mode=args.hvp_mode,
+        options,
         generator=torch.Generator(device=run.device).manual_seed(args.seed),
+        callback=progress if show else None,
     )
     summary = {
         **result.summary(),

@@ -9,6 +9,7 @@ so they are tested on matrices with known spectra. The split and the names follo
 from __future__ import annotations
 
 from sgdtemp.curvature._base import (
+    DEFAULT_SEED,
     DampedOperator,
     LinearOperatorLike,
     SupportsQuadraticForms,
@@ -34,6 +35,7 @@ from sgdtemp.curvature.noise import (
 from sgdtemp.curvature.trace import TraceEstimate, hutchinson_trace, hutchpp_trace, random_probes
 
 __all__ = [
+    "DEFAULT_SEED",
     # linear operators
     "LinearOperatorLike",
     "SupportsQuadraticForms",

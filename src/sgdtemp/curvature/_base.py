@@ -17,6 +17,8 @@ from torch import Tensor
 from sgdtemp.errors import UserError
 
 __all__ = [
+    "DEFAULT_SEED",
+    "default_generator",
     "LinearOperatorLike",
     "SupportsQuadraticForms",
     "DampedOperator",
@@ -24,6 +26,26 @@ __all__ = [
     "operator_dtype_device",
     "quadratic_forms",
 ]
+
+
+#: The seed of an estimator called without a generator: such a call draws the same probes and
+#: start vectors every time (results never depend on torch's global random state).
+DEFAULT_SEED = 0
+
+
+def default_generator(
+    generator: torch.Generator | None, device: torch.device | str | None = None
+) -> torch.Generator:
+    """``generator``, or a fresh one on ``device`` seeded with :data:`DEFAULT_SEED`.
+
+    Example:
+        >>> a = torch.randn(3, generator=default_generator(None))
+        >>> torch.equal(a, torch.randn(3, generator=default_generator(None)))
+        True
+    """
+    if generator is not None:
+        return generator
+    return torch.Generator(device=device if device is not None else "cpu").manual_seed(DEFAULT_SEED)
 
 
 @runtime_checkable

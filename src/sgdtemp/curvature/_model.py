@@ -19,10 +19,10 @@ Hessian-vector products have two formulations, reverse-over-reverse (``"double_b
 forward-over-reverse (``"forward_over_reverse"``, ``jvp(grad(L))``), and two ways to apply them to
 several columns: a Python loop that reuses one gradient graph (``"loop"``) or ``vmap`` over the
 tangents (``"vmap"``). Which is fastest depends on the model (BackPACK and curvlinops measured
-opposite winners), so ``"auto"`` times the candidates on the first batch of the first call, keeps
-only those whose result agrees with a trusted reference, and records the choice in
-:attr:`ModelLoss.strategy`.
-Pass explicit modes for bit-for-bit reproducible runs.
+opposite winners). The default is double backward looped over the columns, the same on every
+machine; ``"auto"`` (opt-in) times the candidates on the first batch of the first call, keeps only
+those whose result agrees with a trusted reference, and records the choice in
+:attr:`ModelLoss.strategy` (the choice, hence the last digits, can then differ between machines).
 """
 
 from __future__ import annotations
@@ -162,8 +162,10 @@ class ModelLoss:
         batches: ``(x, y)`` tensors or an iterable of ``(x, y)`` batches (see :func:`as_batches`).
             Floating inputs are cast to the parameters' dtype and device.
         batch_size: split a single ``(x, y)`` pair into batches of this size.
-        hvp_mode: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
-        batching: how several columns are handled: ``"auto"``, ``"loop"`` or ``"vmap"``.
+        hvp_mode: ``"double_backward"`` (default), ``"forward_over_reverse"``, or ``"auto"``
+            to time them (opt-in: the choice, hence the last digits, can depend on the machine).
+        batching: how several columns are handled: ``"loop"`` (default), ``"vmap"`` or
+            ``"auto"`` (timed, like ``hvp_mode``).
         max_columns: at most this many columns go through one ``vmap`` call or one Taylor pass
             (memory bound).
         taylor: compute Hessian quadratic forms $z^\top H z$ by second-order forward propagation
@@ -184,8 +186,8 @@ class ModelLoss:
         batches: Any,
         *,
         batch_size: int | None = None,
-        hvp_mode: str = "auto",
-        batching: str = "auto",
+        hvp_mode: str = "double_backward",
+        batching: str = "loop",
         max_columns: int = 8,
         taylor: bool = True,
         graph_cache_bytes: int = 2**30,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import warnings
 from typing import Any
 
 import torch
@@ -29,18 +30,26 @@ class AbstractModelOperator(abc.ABC):
         *,
         params: Tensor | None = None,
         batch_size: int | None = None,
-        mode: str = "auto",
-        batching: str = "auto",
+        hvp_mode: str = "double_backward",
+        batching: str = "loop",
         max_columns: int = 8,
         taylor: bool = True,
         graph_cache_bytes: int = 2**30,
+        mode: str | None = None,
     ) -> None:
+        if mode is not None:
+            warnings.warn(
+                "the mode= argument of the curvature operators is deprecated; pass hvp_mode=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            hvp_mode = mode
         self.model_loss = ModelLoss(
             model,
             loss_fn,
             batches,
             batch_size=batch_size,
-            hvp_mode=mode,
+            hvp_mode=hvp_mode,
             batching=batching,
             max_columns=max_columns,
             taylor=taylor,

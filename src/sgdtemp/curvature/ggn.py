@@ -20,7 +20,7 @@ __all__ = ["GGNOperator"]
 class GGNOperator(AbstractModelOperator):
     """Generalized Gauss–Newton of the mean loss over ``batches``, as ``op @ v``.
 
-    Same arguments as :class:`~sgdtemp.curvature.HessianOperator` (``mode`` and ``batching`` are
+    Same arguments as :class:`~sgdtemp.curvature.HessianOperator` (``hvp_mode`` and ``batching`` are
     accepted but unused: the product is always ``J^T (H_out (J v))`` with a forward-mode ``J v``
     and a reverse-mode ``J^T``, ``vmap``-ed over columns when the model allows it).
 

@@ -21,9 +21,11 @@ class HessianOperator(AbstractModelOperator):
     ``model.named_parameters()`` order, trainable ones only) and returns the same shape. Each batch
     builds its gradient graph once for all ``k`` columns. The product is computed with
     ``torch.func`` as forward-over-reverse (``jvp(grad(L))``) or reverse-over-reverse (double
-    backward), looped or ``vmap``-ed over the columns; ``mode="auto"`` and ``batching="auto"``
-    time the candidates on the first batch and keep the fastest that agrees with the others
-    (see :attr:`strategy`). The model is evaluated in eval mode; BatchNorm gets a warning.
+    backward), looped or ``vmap``-ed over the columns. The default, double backward looped over
+    the columns, gives the same digits on every machine; ``hvp_mode="auto"`` and
+    ``batching="auto"`` instead time the candidates on the first batch and keep the fastest that
+    agrees with the others (see :attr:`strategy`), so their last digits can depend on the machine.
+    The model is evaluated in eval mode; BatchNorm gets a warning.
 
     :meth:`quadratic_forms` gives $z_j^\top H z_j$ without forming $Hz_j$, by second-order
     forward (Taylor-mode) propagation when the model's layers allow it: about 4 layer-sized
@@ -36,14 +38,16 @@ class HessianOperator(AbstractModelOperator):
         batches: ``(x, y)`` tensors or an iterable of ``(x, y)`` batches.
         params: flat parameters ``(d,)`` at which to evaluate (default: the model's own).
         batch_size: split a single ``(x, y)`` pair into batches of this size.
-        mode: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
-        batching: ``"auto"``, ``"loop"`` or ``"vmap"`` for several columns.
+        hvp_mode: ``"double_backward"`` (default), ``"forward_over_reverse"`` or ``"auto"``
+            (timed).
+        batching: ``"loop"`` (default), ``"vmap"`` or ``"auto"`` (timed) for several columns.
         max_columns: at most this many columns per ``vmap`` call or Taylor pass.
         taylor: allow Taylor-mode quadratic forms (:meth:`quadratic_forms`).
         graph_cache_bytes: memory for keeping each batch's gradient graph between products at
             the same parameters, so that a further product costs only the double backward
             (Lanczos, CG and several probes benefit); 0 disables it. Free it with
             :meth:`clear_cache`.
+        mode: deprecated name of ``hvp_mode``.
 
     Example:
         >>> import torch
@@ -51,7 +55,7 @@ class HessianOperator(AbstractModelOperator):
         >>> model = torch.nn.Linear(2, 1)
         >>> gen = torch.Generator().manual_seed(0)
         >>> x, y = torch.randn(8, 2, generator=gen), torch.randn(8, 1, generator=gen)
-        >>> H = HessianOperator(model, torch.nn.MSELoss(), (x, y), mode="double_backward")
+        >>> H = HessianOperator(model, torch.nn.MSELoss(), (x, y))
         >>> H.shape
         (3, 3)
         >>> X = torch.cat([x, torch.ones(8, 1)], dim=1)  # least squares: H = 2 X^T X / N

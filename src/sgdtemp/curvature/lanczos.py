@@ -26,7 +26,12 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from sgdtemp.curvature._base import LinearOperatorLike, operator_dim, operator_dtype_device
+from sgdtemp.curvature._base import (
+    LinearOperatorLike,
+    default_generator,
+    operator_dim,
+    operator_dtype_device,
+)
 from sgdtemp.curvature.trace import random_probes
 from sgdtemp.errors import UserError
 
@@ -109,7 +114,7 @@ class _Lanczos:
         self.op = op
         self.dim = operator_dim(op)
         self.dtype, self.device = operator_dtype_device(op)
-        self.generator = generator
+        self.generator = default_generator(generator, self.device)
         self.restart = restart
         start = (
             self._random_vector()
@@ -226,7 +231,8 @@ def lanczos(
         op: symmetric operator ``(d, d)``.
         num_iters: number of steps $m$, at most $d$.
         v0: start vector ``(d,)`` (default: a random normal vector).
-        generator: source of randomness for the start vector and restarts.
+        generator: source of randomness for the start vector and restarts (default: seeded
+            with ``DEFAULT_SEED``).
 
     Returns:
         The decomposition.
@@ -278,7 +284,8 @@ def top_eigenvalues(
         k: number of eigenpairs, $1 \le k \le d$.
         tol: relative residual tolerance.
         max_iters: budget of products (default ``min(d, max(20 k, 100))``).
-        generator: source of randomness for the start vector.
+        generator: source of randomness for the start vector (default: seeded with
+            ``DEFAULT_SEED``).
 
     Returns:
         Eigenvalues descending with eigenvectors, residuals and a convergence flag.
@@ -382,7 +389,7 @@ def spectral_density(
         op: symmetric operator ``(d, d)``.
         num_iters: Lanczos steps per probe (capped at $d$).
         num_probes: number of probes.
-        generator: source of randomness.
+        generator: source of randomness (default: seeded with ``DEFAULT_SEED``).
 
     Returns:
         The quadrature nodes and weights.
@@ -403,6 +410,7 @@ def spectral_density(
         raise UserError(f"num_probes must be a positive integer, got {num_probes!r}")
     m = min(num_iters, dim)
     dtype, device = operator_dtype_device(op)
+    generator = default_generator(generator, device)
     probes = random_probes(dim, num_probes, dtype=dtype, device=device, generator=generator)
     nodes = torch.zeros(num_probes, m, dtype=torch.float64)
     weights = torch.zeros(num_probes, m, dtype=torch.float64)

@@ -21,7 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sgdtemp.curvature._base import DampedOperator, LinearOperatorLike, operator_dim
+from sgdtemp.curvature._base import (
+    DampedOperator,
+    LinearOperatorLike,
+    default_generator,
+    operator_dim,
+    operator_dtype_device,
+)
 from sgdtemp.curvature._model import LossFn
 from sgdtemp.curvature._operator import AbstractModelOperator
 from sgdtemp.curvature.inverse import conjugate_gradient
@@ -181,7 +187,7 @@ def noise_curvature_alignment(
         damping: $\delta$ (default $10^{-3}\lambda_{\max}(H)$).
         cg_tol: relative residual tolerance of the solves.
         cg_max_iters: iteration cap of the solves.
-        generator: source of randomness.
+        generator: source of randomness (default: seeded with ``DEFAULT_SEED``).
 
     Returns:
         The alignment summary.
@@ -202,6 +208,7 @@ def noise_curvature_alignment(
         raise UserError(f"noise ({operator_dim(noise)}) and Hessian ({dim}) sizes differ")
     if num_probes < 2:
         raise UserError(f"num_probes must be at least 2 for a standard error, got {num_probes}")
+    generator = default_generator(generator, operator_dtype_device(hessian)[1])
     h_pairs = top_eigenvalues(hessian, k, generator=generator)
     c_pairs = top_eigenvalues(noise, k, generator=generator)
     if damping is None:
@@ -224,7 +231,7 @@ def noise_curvature_alignment(
     estimate = TraceEstimate(
         value=float(samples.double().mean()),
         stderr=float(samples.double().std(unbiased=True)) / m**0.5,
-        num_matvecs=m * (solve.num_iters + 1),
+        num_products=m * (solve.num_iters + 1),
         method="hutchinson",
         samples=samples,
     )

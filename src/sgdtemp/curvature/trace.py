@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from sgdtemp.curvature._base import (
     LinearOperatorLike,
+    default_generator,
     operator_dim,
     operator_dtype_device,
     quadratic_forms,
@@ -43,16 +45,28 @@ class TraceEstimate:
             estimates over $\sqrt m$. For Hutch++, the same quantity for the residual
             Hutchinson term only, *conditioned on the sketch*: it omits the sketch's own
             randomness and is exact (0) when the operator's rank is at most the sketch size.
-        num_matvecs: how many operator-vector products were spent.
+        num_products: how many operator products were spent: matrix-vector products, or
+            quadratic forms $z^\top A z$ where the operator computes them directly (Taylor mode
+            of a model Hessian, no matrix-vector product at all).
         method: ``"hutchinson"`` or ``"hutchpp"``.
         samples: the per-probe estimates ``(m,)`` of the Hutchinson (or residual) term.
     """
 
     value: float
     stderr: float
-    num_matvecs: int
+    num_products: int
     method: str
     samples: Tensor
+
+    @property
+    def num_matvecs(self) -> int:
+        """Deprecated name of :attr:`num_products` (removed in the next release)."""
+        warnings.warn(
+            "TraceEstimate.num_matvecs is deprecated; use num_products",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.num_products
 
 
 def random_probes(
@@ -72,7 +86,8 @@ def random_probes(
         distribution: ``"rademacher"`` (entries $\pm1$) or ``"normal"``.
         dtype: floating dtype (default: torch's default dtype).
         device: device (default: CPU).
-        generator: source of randomness (default: torch's global generator).
+        generator: source of randomness (default: a fresh one seeded with
+            :data:`~sgdtemp.curvature._base.DEFAULT_SEED`, so a call without one is reproducible).
 
     Returns:
         ``(dim, num)`` tensor.
@@ -88,7 +103,8 @@ def random_probes(
     if distribution not in _DISTRIBUTIONS:
         raise UserError(f"distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}")
     dtype = dtype or torch.get_default_dtype()
-    gen_device = generator.device if generator is not None else device
+    generator = default_generator(generator, device)
+    gen_device = generator.device
     if distribution == "rademacher":
         bits = torch.randint(0, 2, (dim, num), generator=generator, device=gen_device)
         z = bits.to(dtype) * 2 - 1
@@ -132,7 +148,7 @@ def hutchinson_trace(
         op: square operator ``(d, d)`` (anything with ``shape`` and ``@``).
         num_matvecs: number of probes $m \ge 1$ (the stderr needs $m \ge 2$; it is NaN at 1).
         distribution: ``"rademacher"`` or ``"normal"``.
-        generator: source of randomness.
+        generator: source of randomness (default: seeded with ``DEFAULT_SEED``).
 
     Returns:
         The estimate with its sample standard error.
@@ -149,6 +165,7 @@ def hutchinson_trace(
     _check_num("num_matvecs", num_matvecs, 1)
     dim = operator_dim(op)
     dtype, device = operator_dtype_device(op)
+    generator = default_generator(generator, device)
     z = random_probes(
         dim, num_matvecs, distribution=distribution, dtype=dtype, device=device, generator=generator
     )
@@ -156,7 +173,7 @@ def hutchinson_trace(
     return TraceEstimate(
         value=float(samples.double().mean()),
         stderr=_sample_stderr(samples),
-        num_matvecs=num_matvecs,
+        num_products=num_matvecs,
         method="hutchinson",
         samples=samples,
     )
@@ -184,7 +201,7 @@ def hutchpp_trace(
         op: square operator ``(d, d)``.
         num_matvecs: total budget $m \ge 3$.
         distribution: ``"rademacher"`` or ``"normal"``.
-        generator: source of randomness.
+        generator: source of randomness (default: seeded with ``DEFAULT_SEED``).
 
     Returns:
         The estimate.
@@ -202,6 +219,7 @@ def hutchpp_trace(
     _check_num("num_matvecs", num_matvecs, 3)
     dim = operator_dim(op)
     dtype, device = operator_dtype_device(op)
+    generator = default_generator(generator, device)
     s = num_matvecs // 3
     g = num_matvecs - 2 * s
     kw = {"distribution": distribution, "dtype": dtype, "device": device, "generator": generator}
@@ -214,7 +232,7 @@ def hutchpp_trace(
     return TraceEstimate(
         value=low_rank + float(samples.double().mean()),
         stderr=_sample_stderr(samples),
-        num_matvecs=2 * s + g,
+        num_products=2 * s + g,
         method="hutchpp",
         samples=samples,
     )

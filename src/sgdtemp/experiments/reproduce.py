@@ -528,7 +528,7 @@ class ShiftTask:
     Attributes:
         of: the training run's key.
         checkpoint: its saved weights.
-        source: the data (:class:`sgdtemp.experiments.sweep.DatasetSource`).
+        source: the data (:class:`sgdtemp.experiments.sources.DatasetSource`).
         eval_sets: where to measure.
         eval_seed: seed of the corruptions.
         weight_decay: the training weight decay (the shift objective uses the same).
@@ -546,7 +546,9 @@ class ShiftTask:
     def __call__(self) -> Any:
         """Load the weights and data, measure every eval set, return the outcome."""
         from sgdtemp.data import eval_set
-        from sgdtemp.experiments.sweep import Outcome, measure_shifts
+        from sgdtemp.experiments.engine import Outcome
+        from sgdtemp.experiments.measure import measure_shifts
+        from sgdtemp.shift import ShiftOptions
         from sgdtemp.train import load_checkpoint
 
         model = load_checkpoint(self.checkpoint).model
@@ -558,11 +560,13 @@ class ShiftTask:
             splits.train,
             ((name, eval_set(splits, name, seed=self.eval_seed)) for name in self.eval_sets),
             examples=n,
-            weight_decay=self.weight_decay,
             seed=0,
-            max_iters=self.options.max_iters,
-            max_cg_iters=self.options.max_cg_iters,
-            batch_size=self.options.batch_size,
+            options=ShiftOptions(
+                weight_decay=self.weight_decay,
+                max_iters=self.options.max_iters,
+                max_cg_iters=self.options.max_cg_iters,
+                batch_size=self.options.batch_size,
+            ),
         )
         return Outcome("ok", {"of": self.of, "shift": out, "examples": n}, device=str(param.device))
 
@@ -574,7 +578,8 @@ def shift_jobs(spec: SweepSpec, db: Path, options: ShiftOptions) -> list[Any]:
     runs further. Jobs are keyed by the training run's key and the options, so a rerun skips
     finished measurements.
     """
-    from sgdtemp.experiments.sweep import DatasetSource, Job
+    from sgdtemp.experiments.engine import Job
+    from sgdtemp.experiments.sources import DatasetSource
     from sgdtemp.storage import NewRun, Store, run_key
 
     eval_sets = tuple(options.eval_sets or [s for s in spec.eval_sets if s != "train"])
@@ -629,7 +634,7 @@ def reproduce(
         data_root: where the data set's files are (required by ``full``).
         device: overrides the spec's training device (``cpu``, ``cuda``, ``auto``).
         stage: called with a short label when a stage starts.
-        progress: the sweep's progress callback (:class:`sgdtemp.experiments.sweep.Progress`).
+        progress: the sweep's progress callback (:class:`sgdtemp.experiments.engine.SweepProgress`).
 
     Returns:
         The :class:`ReproduceResult`.

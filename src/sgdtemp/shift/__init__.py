@@ -8,12 +8,19 @@ Pure (no I/O): takes a model, a loss and data tensors, returns frozen dataclasse
 from __future__ import annotations
 
 from sgdtemp.shift._solvers import MinimizeResult, lbfgs_minimize, newton_cg_minimize
-from sgdtemp.shift.measure import OBJECTIVES, ShiftProjection, ShiftResult, measure_shift
+from sgdtemp.shift.measure import (
+    OBJECTIVES,
+    ShiftOptions,
+    ShiftProjection,
+    ShiftResult,
+    measure_shift,
+)
 from sgdtemp.shift.reparam import ReparametrizationCheck, relu_rescaling, reparametrization_check
 
 __all__ = [
     # the shift
     "measure_shift",
+    "ShiftOptions",
     "ShiftResult",
     "ShiftProjection",
     "OBJECTIVES",

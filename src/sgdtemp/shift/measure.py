@@ -26,12 +26,20 @@ around $\theta^*$ (theory.md §5). Two honest options, reported in :attr:`ShiftR
 The train objective $F$ never has the proximal term. In both cases the local Newton shift
 $s_N = \nabla^2\tilde F(\theta^*)^{-1}\nabla\tilde F(\theta^*)$ (by CG; for the proximal objective
 $(\tilde H + (\lambda+\mu) I)^{-1}\nabla\tilde F(\theta^*)$) is reported beside the descended one.
-All curvature terms also come without the regularizers, as
-$\tfrac12 s^\top\nabla^2\tilde L(\tilde\theta^*)s$ (the paper's data shift-curvature).
+
+**Names.** :attr:`ShiftResult.shift_curvature` is always
+$\tfrac12 s^\top\nabla^2\tilde F(\tilde\theta^*)s$ with $\tilde F = \tilde L +
+\frac\lambda2\|\theta\|^2$ (theory.md §1.7: the term that makes the decomposition exact), never
+the proximal term; beside it :attr:`~ShiftResult.data_shift_curvature`
+$\tfrac12 s^\top\nabla^2\tilde L s$ (the paper's, without regularizers), the weight-decay share
+$\frac\lambda2\|s\|^2$ and, for the proximal objective, the measurement's own share
+$\frac\mu2\|s\|^2$. Options live in one frozen :class:`ShiftOptions`, shared by
+``sgdtemp shift``, the sweeps and Python callers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,11 +55,12 @@ from sgdtemp.curvature import (
     conjugate_gradient,
     top_eigenvalues,
 )
-from sgdtemp.curvature._model import LossFn
+from sgdtemp.curvature._base import default_generator
+from sgdtemp.curvature._model import HVP_MODES, LossFn
 from sgdtemp.errors import UserError
 from sgdtemp.shift._solvers import SOLVERS
 
-__all__ = ["ShiftResult", "ShiftProjection", "measure_shift", "OBJECTIVES"]
+__all__ = ["ShiftOptions", "ShiftResult", "ShiftProjection", "measure_shift", "OBJECTIVES"]
 
 OBJECTIVES = ("auto", "minimum", "proximal")
 _DEFAULT_MU_FRACTION = 1e-2  # proximal mu = this times lambda_max of the eval Hessian at theta*
@@ -91,13 +100,25 @@ class ShiftResult:
         shift_norm: $\|s\|$.
         train_objective: $F(\theta^*)$.
         eval_objective_at_train_min: $\tilde F(\theta^*)$.
-        eval_objective_at_eval_min: $\tilde F(\tilde\theta^*)$.
-        measured_gap: $\tilde F(\theta^*) - \tilde F(\tilde\theta^*)$.
-        shift_curvature: $\frac12 s^\top\nabla^2\tilde F(\tilde\theta^*)s$ (one HVP).
-        data_shift_curvature: $\frac12 s^\top\nabla^2\tilde L(\tilde\theta^*)s$ (no regularizers).
-        ratio: measured gap / shift-curvature (1 where the quadratic picture holds).
-        vertical_shift: $\tilde F(\tilde\theta^*) - F(\theta^*)$.
-        generalization_gap: $\tilde L(\theta^*) - L(\theta^*)$ (= vertical shift + measured gap).
+        eval_objective_at_eval_min: $\tilde F(\tilde\theta^*)$ (no proximal term).
+        measured_gap: the drop of the descended objective,
+            $\tilde F_\mu(\theta^*) - \tilde F_\mu(\tilde\theta^*)$ with
+            $\tilde F_\mu = \tilde F + \frac\mu2\|\theta-\theta^*\|^2$ ($\mu = 0$ for
+            ``"minimum"``).
+        shift_curvature: $\frac12 s^\top\nabla^2\tilde F(\tilde\theta^*)s$, $\tilde F = \tilde L
+            + \frac\lambda2\|\theta\|^2$: data part plus weight-decay share, no proximal term.
+        data_shift_curvature: $\frac12 s^\top\nabla^2\tilde L(\tilde\theta^*)s$ (no regularizers;
+            one HVP).
+        weight_decay_curvature: $\frac\lambda2\|s\|^2$, the weight-decay share of
+            ``shift_curvature``.
+        proximal_curvature: $\frac\mu2\|s\|^2$, the proximal term's share of the descended
+            objective's curvature (0 for ``"minimum"``): an artefact of the measurement.
+        quadratic_gap: $\frac12 s^\top\nabla^2\tilde F_\mu s$ = ``shift_curvature +
+            proximal_curvature``, the quadratic model of ``measured_gap``.
+        ratio: ``measured_gap / quadratic_gap`` (1 where the quadratic picture holds).
+        vertical_shift: $\tilde F(\tilde\theta^*) - F(\theta^*)$ (no proximal term).
+        generalization_gap: $\tilde L(\theta^*) - L(\theta^*)$, exactly ``vertical_shift +
+            measured_gap + proximal_curvature``.
         grad_norm_at_eval_min: $\|\nabla\tilde F(\tilde\theta^*)\|$.
         initial_grad_norm: $\|\nabla\tilde F(\theta^*)\|$.
         train_grad_norm: $\|\nabla F(\theta^*)\|$ (how much of a train minimum $\theta^*$ is).
@@ -124,6 +145,9 @@ class ShiftResult:
     measured_gap: float
     shift_curvature: float
     data_shift_curvature: float
+    weight_decay_curvature: float
+    proximal_curvature: float
+    quadratic_gap: float
     ratio: float
     vertical_shift: float
     generalization_gap: float
@@ -194,50 +218,16 @@ class _Objective:
         return DampedOperator(HessianOperator.at(self.loss, theta), self.damping)
 
 
-def _check_options(objective: str, method: str, weight_decay: float, mu: float | None) -> None:
-    if objective not in OBJECTIVES:
-        raise UserError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if method not in SOLVERS:
-        raise UserError(f"method must be one of {tuple(SOLVERS)}, got {method!r}")
-    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
-        raise UserError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
-    if mu is not None and not (mu > 0 and math.isfinite(mu)):
-        raise UserError(f"mu must be a positive number, got {mu}")
+@dataclass(frozen=True)
+class ShiftOptions:
+    r"""How to measure a shift (:func:`measure_shift`): the objectives and the descent.
 
-
-def measure_shift(
-    model: nn.Module,
-    loss_fn: LossFn,
-    train: Any,
-    eval_data: Any,
-    *,
-    weight_decay: float = 0.0,
-    objective: str = "auto",
-    mu: float | None = None,
-    method: str = "newton_cg",
-    batch_size: int | None = None,
-    grad_tol: float = 1e-6,
-    rel_grad_tol: float = 1e-4,
-    max_iters: int = 100,
-    max_cg_iters: int = 50,
-    max_seconds: float = math.inf,
-    top_k: int = 0,
-    hvp_mode: str = "auto",
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, float, float], None] | None = None,
-) -> ShiftResult:
-    r"""Measure the shift from the train minimum $\theta^*$ (the weights) to the eval minimum.
-
-    Args:
-        model: the trained network; its weights are $\theta^*$ (never modified).
-        loss_fn: ``loss_fn(output, target) -> scalar`` averaging over its batch.
-        train: training data, ``(x, y)`` tensors or an iterable of batches (for $F(\theta^*)$).
-        eval_data: evaluation data (held-out, test or corrupted), same forms.
-        weight_decay: $\lambda$, the L2 coefficient used in training (SGD's ``weight_decay``).
+    Attributes:
+        weight_decay: $\lambda$, the L2 coefficient used in training; both objectives carry it.
         objective: ``"auto"``, ``"minimum"`` or ``"proximal"`` (module docstring).
         mu: proximal weight; default $10^{-2}\lambda_{\max}(\nabla^2\tilde L(\theta^*))$.
         method: ``"newton_cg"`` (trust-region Newton–CG) or ``"lbfgs"``.
-        batch_size: split ``(x, y)`` tensors into batches of this size.
+        batch_size: split ``(x, y)`` tensors into batches of this size (None: one batch).
         grad_tol: absolute gradient-norm tolerance of the descent.
         rel_grad_tol: gradient-norm tolerance relative to $\|\nabla\tilde F(\theta^*)\|$.
         max_iters: descent iterations.
@@ -246,10 +236,100 @@ def measure_shift(
             ``message="time limit"``; everything is still reported at the point reached).
         top_k: project $s$ on this many top eigenvectors of $\tilde H$ (0: skip).
         hvp_mode: Hessian-vector-product formulation (see
-            :class:`~sgdtemp.curvature.HessianOperator`).
-        generator: randomness of the Lanczos start vectors.
+            :class:`~sgdtemp.curvature.HessianOperator`; the default gives the same digits on
+            every machine).
+
+    Raises:
+        UserError: on an unknown choice or a number out of range (at construction).
+
+    Example:
+        >>> ShiftOptions(weight_decay=1e-3, max_iters=20).objective
+        'auto'
+        >>> ShiftOptions(grad_tol=float("nan"))
+        Traceback (most recent call last):
+        ...
+        sgdtemp.errors.UserError: shift grad_tol must be a number >= 0 (finite), got nan
+    """
+
+    weight_decay: float = 0.0
+    objective: str = "auto"
+    mu: float | None = None
+    method: str = "newton_cg"
+    batch_size: int | None = None
+    grad_tol: float = 1e-6
+    rel_grad_tol: float = 1e-4
+    max_iters: int = 100
+    max_cg_iters: int = 50
+    max_seconds: float = math.inf
+    top_k: int = 0
+    hvp_mode: str = "double_backward"
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: Any, *, zero: bool = False, finite: bool = True) -> None:
+            ok = isinstance(value, int | float) and not math.isnan(value)
+            ok = ok and (value >= 0 if zero else value > 0)
+            if not ok or (finite and not math.isfinite(value)):
+                kind = ("number >= 0" if zero else "positive number") + (
+                    " (finite)" if finite else ""
+                )
+                raise UserError(f"shift {name} must be a {kind}, got {value}")
+
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.method not in SOLVERS:
+            raise UserError(f"method must be one of {tuple(SOLVERS)}, got {self.method!r}")
+        if self.hvp_mode not in ("auto", *HVP_MODES):
+            raise UserError(f"hvp_mode must be 'auto' or one of {HVP_MODES}, got {self.hvp_mode!r}")
+        wd = self.weight_decay
+        if not (isinstance(wd, int | float) and wd >= 0 and math.isfinite(wd)):
+            raise UserError(f"weight_decay must be a finite number >= 0, got {wd}")
+        if self.mu is not None:
+            positive("mu", self.mu)
+        positive("grad_tol", self.grad_tol, zero=True)
+        positive("rel_grad_tol", self.rel_grad_tol, zero=True)
+        positive("max_seconds", self.max_seconds, zero=True, finite=False)
+        for name, least in (("max_iters", 1), ("max_cg_iters", 1), ("top_k", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise UserError(f"shift {name} must be an integer >= {least}, got {value!r}")
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
+            raise UserError(f"shift batch_size must be a positive integer, got {self.batch_size!r}")
+
+    @property
+    def resolved_objective(self) -> str:
+        """``objective`` with ``"auto"`` resolved: ``"minimum"`` when ``weight_decay > 0``."""
+        if self.objective != "auto":
+            return self.objective
+        return "minimum" if self.weight_decay > 0 else "proximal"
+
+
+def measure_shift(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train: Any,
+    eval_data: Any,
+    options: ShiftOptions | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, float, float], None] | None = None,
+    **fields: Any,
+) -> ShiftResult:
+    r"""Measure the shift from the train minimum $\theta^*$ (the weights) to the eval minimum.
+
+    Args:
+        model: the trained network; its weights are $\theta^*$ (never modified).
+        loss_fn: ``loss_fn(output, target) -> scalar`` averaging over its batch.
+        train: training data, ``(x, y)`` tensors or an iterable of batches (for $F(\theta^*)$).
+        eval_data: evaluation data (held-out, test or corrupted), same forms.
+        options: the objectives and the descent (default :class:`ShiftOptions`).
+        generator: randomness of the Lanczos start vectors (default: seeded with
+            :data:`~sgdtemp.curvature.DEFAULT_SEED`).
         callback: called after each descent iteration with (iteration, objective, gradient
             norm), e.g. for a progress display.
+        **fields: fields of :class:`ShiftOptions` overriding ``options``, for a quick call
+            (``measure_shift(model, loss, train, test, weight_decay=1e-3)``).
 
     Returns:
         The shift and its decomposition; check ``converged`` and ``ratio``.
@@ -264,19 +344,21 @@ def measure_shift(
         >>> model = torch.nn.Linear(3, 1).double()
         >>> x = torch.randn(64, 3, generator=gen, dtype=torch.float64)
         >>> y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64)
-        >>> res = measure_shift(model, torch.nn.MSELoss(), (x, y), (x + 0.1, y),
-        ...                     weight_decay=0.01, rel_grad_tol=1e-12)
+        >>> options = ShiftOptions(weight_decay=0.01, rel_grad_tol=1e-12)
+        >>> res = measure_shift(model, torch.nn.MSELoss(), (x, y), (x + 0.1, y), options)
         >>> res.objective, res.converged, round(res.ratio, 6)  # quadratic loss: ratio exactly 1
         ('minimum', True, 1.0)
     """
-    _check_options(objective, method, weight_decay, mu)
-    kind = objective if objective != "auto" else ("minimum" if weight_decay > 0 else "proximal")
-    train_loss = ModelLoss(model, loss_fn, train, batch_size=batch_size, hvp_mode=hvp_mode)
-    eval_loss = ModelLoss(model, loss_fn, eval_data, batch_size=batch_size, hvp_mode=hvp_mode)
-    if top_k < 0 or top_k > eval_loss.dim:
+    o = dataclasses.replace(options or ShiftOptions(), **fields)
+    kind = o.resolved_objective
+    weight_decay, mu = o.weight_decay, o.mu
+    train_loss = ModelLoss(model, loss_fn, train, batch_size=o.batch_size, hvp_mode=o.hvp_mode)
+    eval_loss = ModelLoss(model, loss_fn, eval_data, batch_size=o.batch_size, hvp_mode=o.hvp_mode)
+    if o.top_k > eval_loss.dim:
         raise UserError(
-            f"top_k must be between 0 and the number of parameters ({eval_loss.dim}), got {top_k}"
+            f"top_k must be between 0 and the number of parameters ({eval_loss.dim}), got {o.top_k}"
         )
+    generator = default_generator(generator, eval_loss.device)
     theta_star = eval_loss.flat_params()
     if kind == "proximal" and mu is None:
         lam = top_eigenvalues(
@@ -291,38 +373,40 @@ def measure_shift(
 
     train_value, train_grad = train_obj.value_and_grad(theta_star)
     start_value, start_grad = eval_obj.value_and_grad(theta_star)
-    result = SOLVERS[method](
+    result = SOLVERS[o.method](
         eval_obj.value_and_grad,
         eval_obj.value,
         eval_obj.hvp,
         theta_star,
-        grad_tol=grad_tol,
-        rel_grad_tol=rel_grad_tol,
-        max_iters=max_iters,
-        max_cg_iters=max_cg_iters,
-        max_seconds=max_seconds,
+        grad_tol=o.grad_tol,
+        rel_grad_tol=o.rel_grad_tol,
+        max_iters=o.max_iters,
+        max_cg_iters=o.max_cg_iters,
+        max_seconds=o.max_seconds,
         callback=callback,
     )
     theta_eval = result.x
     s = theta_star - theta_eval
     data_hs = eval_loss.hvp(theta_eval, s.unsqueeze(0))[0]
     data_curv = 0.5 * float((s.double() * data_hs.double()).sum())
-    curv = data_curv + 0.5 * eval_obj.damping * float((s.double() ** 2).sum())
+    s2 = float((s.double() ** 2).sum())
+    wd_curv, prox_curv = 0.5 * weight_decay * s2, 0.5 * mu_value * s2
+    quadratic = data_curv + wd_curv + prox_curv
     gap = start_value - result.value
+    eval_at_eval_min = result.value - prox_curv  # F~ without the proximal term
     # local Newton shift from theta*: (Hessian of the eval objective at theta*)^-1 grad
     newton = conjugate_gradient(
-        eval_obj.hessian(theta_star), start_grad, tol=1e-6, max_iters=max_cg_iters
+        eval_obj.hessian(theta_star), start_grad, tol=1e-6, max_iters=o.max_cg_iters
     )
     s_newton = newton.x
     denom = float(torch.linalg.vector_norm(s)) * float(torch.linalg.vector_norm(s_newton))
     cosine = float(s @ s_newton) / denom if denom > 0 else math.nan
     projection = None
-    if top_k > 0:
+    if o.top_k > 0:
         pairs = top_eigenvalues(
-            HessianOperator.at(eval_loss, theta_eval), top_k, generator=generator
+            HessianOperator.at(eval_loss, theta_eval), o.top_k, generator=generator
         )
         coef = pairs.vectors.T @ s
-        s2 = float((s.double() ** 2).sum())
         projection = ShiftProjection(
             eigenvalues=pairs.values,
             coefficients=coef,
@@ -334,7 +418,7 @@ def measure_shift(
             ),
         )
     return ShiftResult(
-        method=method,
+        method=o.method,
         objective=kind,
         weight_decay=float(weight_decay),
         mu=mu_value,
@@ -343,12 +427,15 @@ def measure_shift(
         shift_norm=float(torch.linalg.vector_norm(s)),
         train_objective=train_value,
         eval_objective_at_train_min=start_value,
-        eval_objective_at_eval_min=result.value,
+        eval_objective_at_eval_min=eval_at_eval_min,
         measured_gap=gap,
-        shift_curvature=curv,
+        shift_curvature=data_curv + wd_curv,
         data_shift_curvature=data_curv,
-        ratio=gap / curv if curv != 0 else math.nan,
-        vertical_shift=result.value - train_value,
+        weight_decay_curvature=wd_curv,
+        proximal_curvature=prox_curv,
+        quadratic_gap=quadratic,
+        ratio=gap / quadratic if quadratic != 0 else math.nan,
+        vertical_shift=eval_at_eval_min - train_value,
         generalization_gap=start_value - train_value,
         grad_norm_at_eval_min=result.grad_norm,
         initial_grad_norm=float(torch.linalg.vector_norm(start_grad)),

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdtemp.curvature import HessianOperator, ModelLoss, quadratic_forms, top_eigenvalues
+from sgdtemp.curvature._base import default_generator
 from sgdtemp.curvature._model import LossFn, _eval_mode
 from sgdtemp.errors import UserError
 from sgdtemp.shift.measure import ShiftResult
@@ -197,7 +198,8 @@ def reparametrization_check(
     s = shift.shift.to(theta)
     d = theta.numel()
     norm = float(torch.linalg.vector_norm(s)) or 1.0
-    gdev = generator.device if generator is not None else None
+    generator = default_generator(generator, theta.device)
+    gdev = generator.device
 
     def displacement(m: int) -> Tensor:
         z = torch.randn(d, m, generator=generator, device=gdev, dtype=theta.dtype).to(theta)
