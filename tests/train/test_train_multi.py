@@ -1,12 +1,15 @@
-"""fit_many: the fused MLP path against fit, the rule that picks it, per-run divergence."""
+"""fit_many: the fused paths against fit, the rule that picks them, per-run options and stops."""
 
 import pytest
 import torch
 from torch import nn
 
 from sgdtemp.errors import UserError
+from sgdtemp.train import multi
 from sgdtemp.train.models import build_model
 from sgdtemp.train.multi import FUSED_MAX_WORK, fit_many, fused_path_applies
+from sgdtemp.train.options import FitOptions
+from sgdtemp.train.stacked import mlp_plan
 from sgdtemp.train.trainer import fit
 
 RTOL64 = 1e-9  # float64: only the summation order differs (bmm vs mm)
@@ -119,7 +122,7 @@ def test_sequential_path_is_fit_bit_for_bit():
         return build_model("cnn", in_shape=(1, 8, 8), n_classes=3, width=2, generator=g)
 
     kw = dict(lrs=[0.1, 0.2], seeds=[0, 1], batch_size=8, epochs=1, device="cpu")
-    many = fit_many(factory, (x, y), **kw)
+    many = fit_many(factory, (x, y), batched=False, **kw)
     ones = _one_by_one(factory, (x, y), **kw)
     for a, b in zip(many, ones):
         assert a.epochs == b.epochs
@@ -148,13 +151,20 @@ def test_rule():
     n_params = sum(p.numel() for p in mlp.parameters())
     assert not fused_path_applies(mlp, batch_size=FUSED_MAX_WORK // n_params + 1, n_models=8)
     cnn = build_model("cnn", in_shape=(1, 8, 8), n_classes=3, width=2)
-    assert not fused_path_applies(cnn, batch_size=32, n_models=8)
+    assert fused_path_applies(cnn, batch_size=32, n_models=8)  # stacked through vmap
+    assert not fused_path_applies(cnn, batch_size=32, n_models=1)
     with pytest.warns(UserWarning):
         bn = build_model("mlp", in_shape=(1, 5, 5), n_classes=3, norm="batch")
     assert not fused_path_applies(bn, batch_size=32, n_models=8)
-    assert not fused_path_applies(
-        nn.Sequential(nn.Flatten(0), nn.Linear(3, 3)), batch_size=32, n_models=8
-    )
+    assert mlp_plan(nn.Sequential(nn.Flatten(0), nn.Linear(3, 3))) is None  # not a plain MLP
+
+
+def test_rule_for_other_models_follows_stack_models(monkeypatch):
+    cnn = build_model("cnn", in_shape=(1, 8, 8), n_classes=3, width=2)
+    monkeypatch.setattr(multi, "STACK_MODELS", False)
+    assert not fused_path_applies(cnn, batch_size=32, n_models=8)
+    mlp = _factory()(torch.Generator().manual_seed(0))
+    assert fused_path_applies(mlp, batch_size=32, n_models=8)  # the MLP rule is its own
 
 
 def test_lrs_and_seeds_broadcast_and_callback_indices():
@@ -191,14 +201,17 @@ def test_bad_input(kwargs, match):
         fit_many(_factory(), (x, y), batched=True, **options)
 
 
-def test_batched_true_needs_an_mlp():
+def test_batched_true_needs_a_model_without_buffers():
     x = torch.rand(16, 1, 8, 8)
     y = torch.arange(16) % 2
 
     def factory(g):
-        return build_model("cnn", in_shape=(1, 8, 8), n_classes=2, width=2, generator=g)
+        with pytest.warns(UserWarning):  # BatchNorm confounds the temperature
+            return build_model(
+                "cnn", in_shape=(1, 8, 8), n_classes=2, width=2, norm="batch", generator=g
+            )
 
-    with pytest.raises(UserError, match="plain MLP"):
+    with pytest.raises(UserError, match="without buffers"):
         fit_many(
             factory,
             (x, y),
@@ -209,3 +222,37 @@ def test_batched_true_needs_an_mlp():
             batched=True,
             device="cpu",
         )
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs"),
+    [("mlp", {"width": 16}), ("cnn", {"width": 4}), ("resnet", {"width": 4, "norm": "none"})],
+)
+def test_each_run_keeps_its_own_options_fused(model, kwargs):
+    """Per-run lr, weight decay, momentum, seed, epochs and data order, float64 vs fit."""
+    x = torch.rand(48, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.arange(48) % 3
+
+    def factory(g):
+        m = build_model(model, in_shape=(1, 8, 8), n_classes=3, generator=g, **kwargs)
+        return m.to(torch.float64)
+
+    runs = [
+        FitOptions(lr=0.1, batch_size=8, epochs=2, seed=0, device="cpu"),
+        FitOptions(lr=0.05, batch_size=8, epochs=3, weight_decay=1e-2, seed=1, device="cpu"),
+        FitOptions(lr=0.02, batch_size=8, epochs=1, momentum=0.9, seed=2, device="cpu"),
+        FitOptions(lr=0.1, batch_size=8, epochs=3, replacement=True, seed=3, device="cpu"),
+    ]
+    finished = []
+    many = fit_many(factory, (x, y), runs, batched=True, on_result=lambda k, r: finished.append(k))
+    ones = [fit(factory(torch.Generator().manual_seed(o.seed)), (x, y), o) for o in runs]
+    _compare(many, ones, rtol=RTOL64, atol=1e-12)
+    assert [len(r.epochs) for r in many] == [3, 4, 2, 4]
+    assert finished[0] == 2 and sorted(finished) == [0, 1, 2, 3]  # the shortest run leaves first
+
+
+def test_runs_must_share_the_batch_size():
+    x, y = _data()
+    runs = [FitOptions(lr=0.1, batch_size=8), FitOptions(lr=0.1, batch_size=16)]
+    with pytest.raises(UserError, match="share batch_size"):
+        fit_many(_factory(), (x, y), runs)

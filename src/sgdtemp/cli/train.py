@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from sgdtemp.theory.temperature import temperature
     from sgdtemp.train import (
         MODELS,
+        FitOptions,
         Progress,
         TemperatureConfoundWarning,
         build_model,
@@ -130,6 +131,17 @@ def run(args: argparse.Namespace) -> int:
     if args.divergence_bound is not None:
         require_positive("--divergence-bound", args.divergence_bound)
     device = resolve_device(args.device)
+    options = FitOptions(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        replacement=args.replacement,
+        device=str(device),
+        divergence_bound=args.divergence_bound,
+    )
     specs = [s for s in parse_eval_sets(args.eval_sets) if s != "train"]  # train: always
     splits = load_dataset(
         args.dataset,
@@ -207,21 +219,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1 if p.epoch > 0 else 0)
 
     try:
-        result = fit(
-            model,
-            splits.train,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-            eval_sets=evals,
-            seed=args.seed,
-            device=device,
-            divergence_bound=args.divergence_bound,
-            replacement=args.replacement,
-            callback=progress,
-        )
+        result = fit(model, splits.train, options, eval_sets=evals, callback=progress)
     finally:
         if bar is not None:
             bar.close()

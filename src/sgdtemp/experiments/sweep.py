@@ -119,6 +119,23 @@ class TrainTask:
     checkpoint: str | None = None
     labels: Mapping[str, Any] = field(default_factory=dict)
 
+    def fit_options(self) -> Any:
+        """The run's :class:`~sgdtemp.train.FitOptions`."""
+        from sgdtemp.train import FitOptions
+
+        c = self.config
+        return FitOptions(
+            lr=c.lr,
+            batch_size=c.batch_size,
+            epochs=c.epochs,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+            seed=c.seed,
+            replacement=self.replacement,
+            device=self.device,
+            divergence_bound=self.divergence_bound,
+        )
+
     def _model(self) -> Any:
         import torch
 
@@ -145,20 +162,7 @@ class TrainTask:
             evals = eval_sets(data, [s for s in self.eval_sets if s != "train"], self.eval_seed)
         model = self._model()
         c = self.config
-        result = train.fit(
-            model,
-            train_set,
-            lr=c.lr,
-            batch_size=c.batch_size,
-            epochs=c.epochs,
-            momentum=c.momentum,
-            weight_decay=c.weight_decay,
-            eval_sets=evals,
-            seed=c.seed,
-            device=self.device,
-            divergence_bound=self.divergence_bound,
-            replacement=self.replacement,
-        )
+        result = train.fit(model, train_set, self.fit_options(), eval_sets=evals)
         metrics: dict[str, Any] = {**result.to_dict(), **self.labels}
         if self.measure.curvature is not None:
             metrics["curvature"] = _curvature(self.measure.curvature, model, train_set, result)

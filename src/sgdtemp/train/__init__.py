@@ -18,6 +18,7 @@ from sgdtemp.train.models import (
     temperature_confounders,
 )
 from sgdtemp.train.multi import fit_many, fused_path_applies
+from sgdtemp.train.options import FitOptions
 from sgdtemp.train.trainer import (
     DEFAULT_DIVERGENCE_FACTOR,
     SGD,
@@ -36,6 +37,7 @@ __all__ = [
     "temperature_confounders",
     "TemperatureConfoundWarning",
     # training
+    "FitOptions",
     "fit",
     "fit_many",
     "fused_path_applies",

@@ -40,6 +40,17 @@ __all__ = [
 ]
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the ``channels_last`` layout (oneDNN's fastest), except inside ``vmap``.
+
+    Inside ``vmap`` (stacked models, :mod:`sgdtemp.train.stacked`) layouts cannot be queried, and
+    the grouped convolution picks its own.
+    """
+    if torch._C._functorch.is_batchedtensor(x):
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class TemperatureConfoundWarning(UserWarning):
     """A model part (BatchNorm) makes the loss depend on the batch size, confounding $T$."""
 
@@ -148,7 +159,7 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_classes)`` of images ``(N, C, H, W)``."""
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = _channels_last(x)
         return self.head(self.features(x).flatten(1))
 
 
@@ -229,7 +240,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_classes)`` of images ``(N, C, H, W)``."""
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = _channels_last(x)
         return self.head(self.stages(self.stem(x)).mean(dim=(2, 3)))
 
 

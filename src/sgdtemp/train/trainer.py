@@ -31,6 +31,7 @@ The trainer writes no files and prints nothing; progress goes to an optional cal
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdtemp.errors import UserError, require_positive
+from sgdtemp.errors import UserError
 from sgdtemp.theory.temperature import temperature
 from sgdtemp.train.models import temperature_confounders
+from sgdtemp.train.options import FitOptions
 
 if TYPE_CHECKING:
     from sgdtemp.data import ImageDataset
@@ -236,17 +238,6 @@ def _check_int(name: str, value: Any, least: int) -> int:
     return value
 
 
-def _data_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
-    if generator is not None and seed is not None:
-        raise UserError("pass either seed or generator, not both")
-    if generator is None:
-        seed = 0 if seed is None else _check_int("seed", seed, 0)
-        return torch.Generator().manual_seed(seed)
-    if generator.device.type != "cpu":
-        raise UserError(f"the data-order generator must live on the CPU, got {generator.device}")
-    return generator
-
-
 # ---------------------------------------------------------------- evaluation
 
 
@@ -326,23 +317,10 @@ def _setup(
     train: Data,
     eval_sets: Mapping[str, Data] | None,
     *,
-    lrs: list[float],
     batch_size: int,
-    epochs: int,
-    momentum: float,
-    weight_decay: float,
     device: str | torch.device,
     dtype: torch.dtype,
-    divergence_bound: float | None,
 ) -> _Setup:
-    for lr in lrs:
-        temperature(lr, batch_size, momentum)  # checks lr > 0, batch_size > 0, 0 <= momentum < 1
-    _check_int("batch_size", batch_size, 1)
-    _check_int("epochs", epochs, 0)
-    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
-        raise UserError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
-    if divergence_bound is not None:
-        require_positive("divergence_bound", divergence_bound)
     x, y = _tensors(train, "train")
     n = int(y.shape[0])
     if batch_size > n:
@@ -449,6 +427,16 @@ class SGD:
         torch._foreach_add_(self.params, grads, alpha=-self.lr)
 
 
+def _options(options: FitOptions | None, fields: Mapping[str, Any]) -> FitOptions:
+    """``options`` with ``fields`` applied (a :class:`FitOptions` from the fields alone)."""
+    if options is None:
+        try:
+            return FitOptions(**fields)
+        except TypeError as err:  # a missing lr / batch_size, or an unknown field
+            raise UserError(f"fit needs FitOptions or its fields: {err}") from err
+    return dataclasses.replace(options, **fields) if fields else options
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -457,45 +445,27 @@ def _sync(device: torch.device) -> None:
 def fit(
     model: nn.Module,
     train: Data,
+    options: FitOptions | None = None,
     *,
-    lr: float,
-    batch_size: int,
-    epochs: int,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
     eval_sets: Mapping[str, Data] | None = None,
     generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: str | torch.device = "auto",
-    divergence_bound: float | None = None,
-    replacement: bool = False,
-    eval_batch_size: int | None = None,
     callback: Callable[[Progress], None] | None = None,
+    **fields: Any,
 ) -> TrainResult:
     r"""Train ``model`` in place with plain SGD at a constant learning rate on cross-entropy.
 
     Args:
-        model: any classifier ``(n, ...) -> logits (n, n_classes)``; moved to ``device``. Its
-            floating dtype is the dtype of the data during training.
+        model: any classifier ``(n, ...) -> logits (n, n_classes)``; moved to the options'
+            device. Its floating dtype is the dtype of the data during training.
         train: an ``ImageDataset`` or an ``(x, y)`` pair, ``x`` ``(N, ...)``, ``y`` ``(N,)``
             ``int64``.
-        lr: learning rate $\eta > 0$, constant.
-        batch_size: minibatch size $1 \le B \le N$.
-        epochs: passes over the data ($\lfloor N/B \rfloor$ steps each); 0 only evaluates.
-        momentum: heavy-ball momentum $\beta \in [0, 1)$.
-        weight_decay: L2 coefficient $\lambda \ge 0$ added to the gradient.
+        options: learning rate, batch size, epochs, momentum, weight decay, seed, device, ...
+            (:class:`~sgdtemp.train.options.FitOptions`).
         eval_sets: name -> data evaluated before training and after every epoch.
-        generator: CPU generator of the data order (exclusive with ``seed``).
-        seed: seed of a fresh data-order generator (default 0).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-        divergence_bound: a minibatch or full-pass training loss above this (or a non-finite
-            one) stops the run as ``"diverged"``; default ``DEFAULT_DIVERGENCE_FACTOR`` (100)
-            times ``max(initial training loss, 1)``. Minibatch losses are checked every
-            ``CHECK_EVERY`` (16) steps and at the end of each epoch.
-        replacement: draw minibatches with replacement instead of epoch permutations.
-        eval_batch_size: examples per forward pass during evaluation (default:
-            ``EVAL_BATCH_SIZES`` of the device: 128 on a CPU, 1024 on a GPU).
+        generator: CPU generator of the data order (instead of the options' ``seed``).
         callback: called with a :class:`Progress` after each epoch's evaluation.
+        **fields: fields of :class:`~sgdtemp.train.options.FitOptions` overriding ``options``,
+            for a quick call (``fit(model, (x, y), lr=0.1, batch_size=32, epochs=3)``).
 
     Returns:
         The :class:`TrainResult`; the model holds the final weights.
@@ -506,28 +476,27 @@ def fit(
     Example:
         >>> x = torch.randn(64, 1, 2, 2); y = (x.flatten(1).sum(1) > 0).long()
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> r = fit(model, (x, y), lr=0.5, batch_size=16, epochs=3, seed=0, device="cpu")
+        >>> options = FitOptions(lr=0.5, batch_size=16, epochs=3, device="cpu")
+        >>> r = fit(model, (x, y), options)
         >>> r.status, r.steps, r.temperature, len(r.epochs)
         ('ok', 12, 0.03125, 4)
         >>> r.epochs[-1]["train"]["loss"] < r.epochs[0]["train"]["loss"]
         True
     """
+    o = _options(options, fields)
+    if generator is not None and o.seed != 0:
+        raise UserError("pass either seed or generator for the data order, not both")
+    if generator is not None and generator.device.type != "cpu":
+        raise UserError(f"the data-order generator must live on the CPU, got {generator.device}")
+    lr, batch_size, epochs, momentum = o.lr, o.batch_size, o.epochs, o.momentum
+    weight_decay, replacement = o.weight_decay, o.replacement
     start = time.perf_counter()
     setup = _setup(
-        train,
-        eval_sets,
-        lrs=[lr],
-        batch_size=batch_size,
-        epochs=epochs,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        device=device,
-        dtype=_float_dtype(model),
-        divergence_bound=divergence_bound,
+        train, eval_sets, batch_size=batch_size, device=o.device, dtype=_float_dtype(model)
     )
-    data_gen = _data_generator(generator, seed)
-    seed_used = None if generator is not None else (0 if seed is None else seed)
-    eval_batch_size = _eval_batch_size(eval_batch_size, setup.device)
+    data_gen = generator if generator is not None else torch.Generator().manual_seed(o.seed)
+    seed_used = None if generator is not None else o.seed
+    eval_batch_size = _eval_batch_size(o.eval_batch_size, setup.device)
     temp = temperature(lr, batch_size, momentum)
     model.to(setup.device)
     x, y, dev = setup.x, setup.y, setup.device
@@ -546,7 +515,7 @@ def fit(
 
     records = [measure(0, 0)]
     initial = records[0]["train"]["loss"]
-    bound = _bound(divergence_bound, initial)
+    bound = _bound(o.divergence_bound, initial)
     reason = _divergence(initial, math.inf, 0)
     step = 0
     train_seconds = train_cpu = 0.0
