@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
         "--workers", type=int, metavar="N", help="parallel training runs (default: the CPUs)"
     )
     parser.add_argument(
+        "--fuse",
+        default="auto",
+        metavar="K|auto|off",
+        help="train up to K runs of one batch size together (default auto; off: one by one)",
+    )
+    parser.add_argument(
         "--data-root",
         metavar="PATH",
         help="folder with the data set's files (required by --profile full: CIFAR-10)",
@@ -80,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from sgdtemp.cli.report import print_claims
     from sgdtemp.errors import UserError
     from sgdtemp.experiments.reproduce import reproduce
+    from sgdtemp.experiments.sweep import parse_fuse
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be a positive integer, got {args.workers}")
+    fuse = parse_fuse(args.fuse)
     if args.data_root is not None and not Path(args.data_root).exists():
         raise UserError(f"--data-root {args.data_root}: no such folder")
     out = ensure_out_dir(args.out)
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             stage=stage,
             progress=bar,
+            fuse=fuse,
         )
     wall = time.perf_counter() - started
     counts = result.sweep.counts()

@@ -49,6 +49,13 @@ def register(subparsers: Any) -> None:
         help="parallel runs (default: the CPUs of this machine or of the cluster)",
     )
     parser.add_argument(
+        "--fuse",
+        default="auto",
+        metavar="K|auto|off",
+        help="train up to K runs of one batch size together in one worker (auto: a rule from "
+        "the workers, the groups and the memory; off: one run per worker task)",
+    )
+    parser.add_argument(
         "--max-attempts",
         type=int,
         default=3,
@@ -98,12 +105,20 @@ def run(args: argparse.Namespace) -> int:
     from sgdtemp.errors import UserError
     from sgdtemp.executors import make_executor
     from sgdtemp.experiments.spec import load_spec
-    from sgdtemp.experiments.sweep import TRAIN_PRELOAD, execute, prepare_spec
+    from sgdtemp.experiments.sweep import (
+        TRAIN_PRELOAD,
+        execute,
+        fuse_size,
+        parse_fuse,
+        prepare_spec,
+        worker_count,
+    )
 
     if args.max_attempts < 1:
         raise UserError(f"--max-attempts must be at least 1, got {args.max_attempts}")
     if args.address is not None and args.executor == "local":
         raise UserError("--address needs --executor ray or dask")
+    fuse = parse_fuse(args.fuse)
     spec = load_spec(args.spec)
     db_path: Path = args.db
     with contextlib.ExitStack() as stack:
@@ -113,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 make_executor(args.executor, address=args.address, workers=args.workers)
             )
         jobs = prepare_spec(spec, artifacts=db_path.parent / f"{db_path.stem}.artifacts")
+        fuse_k = fuse_size(jobs, workers=worker_count(executor, args.workers), fuse=fuse)
         bar = (
             stack.enter_context(contextlib.closing(_Bar())) if progress_enabled(args.json) else None
         )
@@ -128,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             spec=spec.to_dict(),
             progress=bar,
             preload=TRAIN_PRELOAD,
+            fuse=fuse_k,
         )
     counts = summary.counts()
     if args.json:

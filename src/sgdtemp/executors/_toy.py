@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,22 @@ class ToyTask:
         loss = sum((sum(a * b for a, b in zip(x, w)) - y) ** 2 for x, y in zip(xs, ys)) / len(xs)
         _append(self.log, f"end {self.ident} {os.getpid()}")
         return {"status": status, "loss": loss, "w": w}
+
+    @classmethod
+    def fuse(cls, tasks: Sequence[ToyTask]) -> Callable[[Callable[[int, Any], None]], None]:
+        """The tasks as one fused task: run one after another, each reported as it ends."""
+        return _ToyGroup(tuple(tasks))
+
+
+@dataclass(frozen=True)
+class _ToyGroup:
+    """Toy tasks fused (see :meth:`ToyTask.fuse`): one worker runs them in order."""
+
+    tasks: tuple[ToyTask, ...]
+
+    def __call__(self, report: Callable[[int, Any], None]) -> None:
+        for i, task in enumerate(self.tasks):
+            report(i, task())
 
 
 @dataclass(frozen=True)

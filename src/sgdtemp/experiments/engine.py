@@ -22,6 +22,13 @@ Determinism. Workers run with one intra-op thread (:func:`~sgdtemp.executors.lim
 a task that seeds itself gives bit-identical metrics through the ``local``, ``ray`` and ``dask``
 executors.
 
+Fused runs. Jobs that carry the same :attr:`Job.group` may run as one task (``fuse`` > 1): the
+driver claims up to ``fuse`` of them together, a worker starts each run, builds one task from
+theirs (the task class's ``fuse`` classmethod, see :class:`FusableTask`) and records each run the
+moment the fused task reports it. Claims, leases, heartbeats and results stay per run, so a group
+whose worker dies loses none of the runs it had finished; its unfinished runs are retried one by
+one.
+
 This module imports no torch: a worker that only runs the engine starts in a fraction of a second.
 """
 
@@ -35,14 +42,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sgdtemp.errors import UserError
 from sgdtemp.executors import AbstractExecutor, WorkerLost, limit_threads, make_executor
 from sgdtemp.files import json_safe
 from sgdtemp.storage import FINISHED, NewRun, Store, environment, hostname
 
-__all__ = ["Outcome", "Job", "SweepProgress", "SweepSummary", "execute"]
+__all__ = ["Outcome", "Job", "FusableTask", "Report", "SweepProgress", "SweepSummary", "execute"]
 
 #: Statuses a task may report.
 _TASK_STATUSES = ("ok", "diverged", "unstable", "failed")
@@ -74,10 +81,27 @@ class Job:
         task: a picklable callable with no arguments returning an :class:`Outcome` (or a
             mapping of metrics, read as ``ok``); None for a run recorded without running
             (``run.status == "unstable"``).
+        group: jobs with the same (hashable, not None) group may be fused into one task; their
+            tasks must be instances of one :class:`FusableTask` class.
     """
 
     run: NewRun
     task: Callable[[], Outcome | Mapping[str, Any]] | None
+    group: Any = None
+
+
+#: How a fused task reports run ``i`` of its group: ``report(i, outcome)``.
+Report = Callable[[int, "Outcome | Mapping[str, Any]"], None]
+
+
+@runtime_checkable
+class FusableTask(Protocol):
+    """A task whose class can run several of its instances as one (see :attr:`Job.group`)."""
+
+    @classmethod
+    def fuse(cls, tasks: Sequence[Any]) -> Callable[[Report], None]:
+        """One task for ``tasks``: called with ``report``, it reports each task's outcome."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -218,6 +242,68 @@ def _run_job(
     return _JobResult(key, status, seconds, cpu, metrics, error, env, host, pid)
 
 
+def _run_group(
+    db: str, keys: Sequence[str], tokens: Sequence[str], tasks: Sequence[Any], worker_writes: bool
+) -> list[_JobResult]:
+    """Execute claimed runs as one fused task; record each as it is reported (in the worker)."""
+    limit_threads(1)
+    host, pid = hostname(), os.getpid()
+    store = _worker_store(db) if worker_writes else None
+    results: dict[int, _JobResult] = {}
+    members = []
+    for i, (key, token) in enumerate(zip(keys, tokens)):
+        if store is not None and not store.start(
+            key, token, pid=pid, host=host, environment=environment()
+        ):
+            results[i] = _JobResult(key, "stale", 0.0)
+        else:
+            members.append(i)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    last = [start, cpu_start]
+
+    def record(i: int, status: str, metrics: Any, error: str | None, env: Any) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        # the group's time is shared out: each report is charged the time since the last one
+        seconds, cpu_seconds = now - last[0], cpu - last[1]
+        last[:] = [now, cpu]
+        key, token = keys[i], tokens[i]
+        if store is not None:
+            accepted = store.finish(
+                key, token, status=status, metrics=metrics, error=error, environment=env
+            )
+            results[i] = _JobResult(key, status if accepted else "stale", seconds, cpu_seconds)
+        else:
+            results[i] = _JobResult(
+                key, status, seconds, cpu_seconds, metrics, error, env, host, pid
+            )
+
+    def report(j: int, value: Any) -> None:
+        i = members[j]
+        if i in results:
+            raise RuntimeError(f"run {keys[i]} was reported twice")
+        try:
+            outcome = _as_outcome(value)
+            metrics = json_safe(dict(outcome.metrics))
+        except Exception as exc:
+            record(i, "failed", None, f"{type(exc).__name__}: {exc}", environment())
+            return
+        record(i, outcome.status, metrics, None, environment(device=outcome.device))
+
+    if members:
+        try:
+            fused = type(tasks[members[0]]).fuse([tasks[i] for i in members])
+            fused(report)
+            missing = [i for i in members if i not in results]
+            if missing:
+                raise RuntimeError(f"the fused task did not report {len(missing)} of its runs")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            for i in members:
+                if i not in results:
+                    record(i, "failed", None, error, environment())
+    return [results[i] for i in range(len(keys))]
+
+
 # ------------------------------------------------------------------------------- driver side
 
 
@@ -236,6 +322,7 @@ def execute(
     progress: Callable[[SweepProgress], None] | None = None,
     poll_s: float = 0.5,
     preload: Sequence[str] = ("sgdtemp.experiments.engine",),
+    fuse: int = 1,
 ) -> SweepSummary:
     """Run jobs through an executor, recording each run once in the store; resumable.
 
@@ -257,6 +344,8 @@ def execute(
         progress: called with a :class:`SweepProgress` after every event.
         poll_s: how often to look at runs held by other drivers.
         preload: modules the workers of a local executor built here import as they start.
+        fuse: at most this many jobs of one :attr:`Job.group` run as one fused task (1: every
+            job on its own).
 
     Returns:
         The summary of this invocation.
@@ -268,6 +357,8 @@ def execute(
         raise UserError(f"max_attempts must be at least 1, got {max_attempts}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if not isinstance(fuse, int) or isinstance(fuse, bool) or fuse < 1:
+        raise UserError(f"--fuse must be a positive integer (or off), got {fuse!r}")
     unique: dict[str, Job] = {}
     for job in jobs:
         unique.setdefault(job.run.key, job)
@@ -297,6 +388,7 @@ def execute(
                 worker_writes,
                 progress,
                 poll_s,
+                fuse,
             )
             summary = driver.run(retry_failed=retry_failed, spec=spec)
     except BaseException as err:
@@ -325,12 +417,15 @@ class _Driver:
         worker_writes: bool,
         progress: Callable[[SweepProgress], None] | None,
         poll_s: float,
+        fuse: int = 1,
     ):
         self.store, self.sweep, self.jobs, self.keys = store, sweep, jobs, keys
         self.executor, self.max_attempts, self.lease_s = executor, max_attempts, lease_s
         self.worker_writes, self.progress, self.poll_s = worker_writes, progress, poll_s
+        self.fuse = fuse
         self.db = str(store.path.resolve())
-        self.inflight: dict[cf.Future[Any], tuple[str, str]] = {}
+        # each future runs one claimed run, or a fused group of them: [(key, token), ...]
+        self.inflight: dict[cf.Future[Any], list[tuple[str, str]]] = {}
         self.waiting: set[str] = set()
         self.task_seconds = self.task_cpu_seconds = 0.0
         self.done = self.failed = 0
@@ -386,7 +481,7 @@ class _Driver:
         self._report()
         while todo or self.inflight or self.waiting:
             while todo and len(self.inflight) < self.executor().max_workers:
-                self._claim(todo.popleft())
+                self._claim(self._next(todo))
             if self.inflight:
                 done, _ = cf.wait(
                     list(self.inflight), timeout=self.poll_s, return_when=cf.FIRST_COMPLETED
@@ -401,7 +496,7 @@ class _Driver:
                 todo.extend(self._recheck_waiting())
             if self.inflight and now - last_beat >= beat_every:
                 last_beat = now
-                self.store.heartbeat(token for _, token in self.inflight.values())
+                self.store.heartbeat(t for pairs in self.inflight.values() for _, t in pairs)
             self._report()
 
     def _finished(self, status: str) -> None:
@@ -416,12 +511,34 @@ class _Driver:
         else:
             self.waiting.add(key)
 
-    def _claim(self, key: str) -> None:
-        claim = self.store.claim(key, max_attempts=self.max_attempts, lease_s=self.lease_s)
-        if claim is None:
-            self._observe(key)
-        else:
-            self._submit(key, claim.token)
+    def _next(self, todo: collections.deque[str]) -> list[str]:
+        """The next key, with up to ``fuse - 1`` more of its group taken out of ``todo``."""
+        key = todo.popleft()
+        group = self.jobs[key].group
+        if self.fuse == 1 or group is None or self.jobs[key].task is None:
+            return [key]
+        keys = [key]
+        for other in list(todo):
+            if len(keys) == self.fuse:
+                break
+            job = self.jobs[other]
+            if job.group == group and job.task is not None:
+                keys.append(other)
+                todo.remove(other)
+        return keys
+
+    def _claim(self, keys: list[str]) -> None:
+        claimed = []
+        for key in keys:
+            claim = self.store.claim(key, max_attempts=self.max_attempts, lease_s=self.lease_s)
+            if claim is None:
+                self._observe(key)
+            else:
+                claimed.append((key, claim.token))
+        if len(claimed) == 1:
+            self._submit(*claimed[0])
+        elif claimed:
+            self._submit_group(claimed)
 
     def _submit(self, key: str, token: str) -> None:
         job = self.jobs[key]
@@ -436,24 +553,45 @@ class _Driver:
             self.store.finish(key, token, status="failed", error=f"cannot submit: {exc!r}")
             self._observe(key)
             return
-        self.inflight[future] = (key, token)
+        self.inflight[future] = [(key, token)]
+
+    def _submit_group(self, claimed: list[tuple[str, str]]) -> None:
+        keys, tokens = [k for k, _ in claimed], [t for _, t in claimed]
+        tasks = [self.jobs[k].task for k in keys]
+        try:
+            future = self.executor().submit(
+                _run_group, self.db, keys, tokens, tasks, self.worker_writes
+            )
+        except Exception as exc:
+            for key, token in claimed:
+                self.store.finish(key, token, status="failed", error=f"cannot submit: {exc!r}")
+                self._observe(key)
+            return
+        self.inflight[future] = claimed
 
     def _settle(self, future: cf.Future[Any]) -> None:
-        key, token = self.inflight.pop(future)
+        pairs = self.inflight.pop(future)
         try:
-            result: _JobResult = future.result()
-        except WorkerLost as exc:
-            claim = self.store.retry_lost(key, token, str(exc), max_attempts=self.max_attempts)
-            if claim is not None:
-                self._submit(key, claim.token)
-            else:
-                self._observe(key)
+            value = future.result()
+        except WorkerLost as exc:  # runs the worker finished before it died stay finished
+            for key, token in pairs:
+                claim = self.store.retry_lost(key, token, str(exc), max_attempts=self.max_attempts)
+                if claim is not None:
+                    self._submit(key, claim.token)
+                else:
+                    self._observe(key)
             return
         except Exception as exc:  # the executor or the job wrapper failed, not the task
             error = f"{type(exc).__name__}: {exc}"
-            self.store.finish(key, token, status="failed", error=error)
-            self._observe(key)
+            for key, token in pairs:
+                self.store.finish(key, token, status="failed", error=error)
+                self._observe(key)
             return
+        results: list[_JobResult] = value if isinstance(value, list) else [value]
+        for (key, token), result in zip(pairs, results):
+            self._settle_one(key, token, result)
+
+    def _settle_one(self, key: str, token: str, result: _JobResult) -> None:
         if not self.worker_writes and result.status in FINISHED:
             started = self.store.start(
                 key,
@@ -490,7 +628,7 @@ class _Driver:
         """On an interrupt: hand in-flight claims back (status ``pending``) for a rerun."""
         for future in self.inflight:
             future.cancel()
-        tokens = [token for _, token in self.inflight.values()]
+        tokens = [token for pairs in self.inflight.values() for _, token in pairs]
         try:
             self.store.release(tokens)
         except Exception:  # the interrupt matters more; stale leases are reclaimed anyway

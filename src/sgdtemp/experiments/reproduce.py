@@ -624,6 +624,7 @@ def reproduce(
     device: str | None = None,
     stage: Callable[[str], None] | None = None,
     progress: Callable[[Any], None] | None = None,
+    fuse: int | str | None = None,
 ) -> ReproduceResult:
     """Run the paper's experiments at a profile's scale, then write the report.
 
@@ -635,6 +636,8 @@ def reproduce(
         device: overrides the spec's training device (``cpu``, ``cuda``, ``auto``).
         stage: called with a short label when a stage starts.
         progress: the sweep's progress callback (:class:`sgdtemp.experiments.engine.SweepProgress`).
+        fuse: runs of one batch size trained together
+            (:func:`sgdtemp.experiments.sweep.fuse_size`: None the rule, K, or ``"off"``).
 
     Returns:
         The :class:`ReproduceResult`.
@@ -644,7 +647,13 @@ def reproduce(
             that is not a folder, before any work starts.
     """
     from sgdtemp.executors import make_executor
-    from sgdtemp.experiments.sweep import TRAIN_PRELOAD, execute, prepare_spec
+    from sgdtemp.experiments.sweep import (
+        TRAIN_PRELOAD,
+        execute,
+        fuse_size,
+        prepare_spec,
+        worker_count,
+    )
     from sgdtemp.report import build_report
 
     if isinstance(profile, str):
@@ -660,6 +669,7 @@ def reproduce(
     tm_config = None if profile.two_minima is None else _two_minima_config(profile.two_minima)
     db = folder / "runs.db"
     jobs = prepare_spec(spec, artifacts=db.parent / f"{db.stem}.artifacts")  # checks the data
+    fuse_k = fuse_size(jobs, workers=worker_count("local", workers), fuse=fuse)
     folder.mkdir(parents=True, exist_ok=True)
 
     def say(label: str) -> None:
@@ -696,6 +706,7 @@ def reproduce(
             retry_failed=True,  # a rerun completes what an earlier invocation could not
             spec=spec.to_dict(),
             progress=progress,
+            fuse=fuse_k,
         )
         seconds["sweep"] = time.perf_counter() - start
 

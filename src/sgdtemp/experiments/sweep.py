@@ -17,6 +17,8 @@ after training (``[measure.curvature]``, ``[measure.shift]``) is one recipe each
 
 from __future__ import annotations
 
+import collections
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,6 +50,9 @@ from sgdtemp.storage import CODE_VERSION, NewRun, Store, run_key
 __all__ = [
     "TRAIN_PRELOAD",
     "TrainTask",
+    "fuse_size",
+    "parse_fuse",
+    "worker_count",
     "run",
     "run_spec",
     "prepare_spec",
@@ -139,30 +144,94 @@ class TrainTask:
     def _model(self) -> Any:
         import torch
 
+        return self._factory(torch.Generator().manual_seed(self.config.seed))
+
+    def _factory(self, generator: Any) -> Any:
+        """A fresh model whose weights come from ``generator`` (seeded with the run's seed)."""
+        import torch
+
         if isinstance(self.model_factory, ModelSpec):
-            return self.model_factory(torch.Generator().manual_seed(self.config.seed))
+            return self.model_factory(generator)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(generator.initial_seed())
             return self.model_factory()
 
-    def __call__(self) -> Outcome:
-        """Train, evaluate, measure; return the outcome."""
-        from sgdtemp import train
-
-        train.keep_freed_memory()  # a worker is a training process (see the function)
+    def _data(self) -> tuple[Any, Any, dict[str, Any]]:
+        """The data (loaded once per worker), the training set and the evaluation sets."""
         data = materialize(self.data)
         if isinstance(data, tuple):
             if self.eval_sets or self.measure.shift is not None:
                 raise UserError(
                     "eval sets and the shift measurement need DataSplits data, not an (x, y) pair"
                 )
-            train_set, evals = data, {}
-        else:
-            train_set = data.train
-            evals = eval_sets(data, [s for s in self.eval_sets if s != "train"], self.eval_seed)
+            return data, data, {}
+        evals = eval_sets(data, [s for s in self.eval_sets if s != "train"], self.eval_seed)
+        return data, data.train, evals
+
+    def __call__(self) -> Outcome:
+        """Train, evaluate, measure; return the outcome."""
+        from sgdtemp import train
+
+        train.keep_freed_memory()  # a worker is a training process (see the function)
+        data, train_set, evals = self._data()
         model = self._model()
-        c = self.config
         result = train.fit(model, train_set, self.fit_options(), eval_sets=evals)
+        return self.outcome(model, data, train_set, result)
+
+    @classmethod
+    def fuse(cls, tasks: Sequence[TrainTask]) -> Callable[[Any], None]:
+        """The runs of ``tasks`` trained together (:func:`sgdtemp.train.fit_many`).
+
+        The tasks must share model, data, batch size, device and evaluation sets (their
+        :func:`group` is equal); each run is measured and reported the moment it finishes.
+        """
+        return _TrainGroup(tuple(tasks))
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes this run needs while it trains, from one model and one example.
+
+        Weights, gradients, momentum and scratch (four parameter-sized buffers) and one
+        minibatch's saved activations and their gradients.
+        """
+        import torch
+
+        data = materialize(self.data)
+        x = data[0] if isinstance(data, tuple) else data.train.x
+        model = self._factory(torch.Generator().manual_seed(0))
+        param = next(model.parameters())
+        size = param.element_size()
+        n_params = sum(p.numel() for p in model.parameters())
+        outputs = [0]
+
+        def count(module: Any, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                outputs[0] += output.numel()
+
+        leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+        hooks = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad():
+                model(x[:1].to(param.dtype))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        # saved activations and their gradients for the minibatch, 4 parameter-sized buffers
+        return int(size * (4 * n_params + 3 * self.config.batch_size * outputs[0]))
+
+    def group(self) -> tuple[Any, ...]:
+        """What runs trained together must share (see :meth:`fuse`)."""
+        return (
+            describe(self.model_factory),
+            describe(self.data),
+            self.config.batch_size,
+            self.device,
+            self.eval_sets,
+            self.eval_seed,
+        )
+
+    def outcome(self, model: Any, data: Any, train_set: Any, result: Any) -> Outcome:
+        """Measure the trained ``model`` and turn its training ``result`` into the outcome."""
+        c = self.config
         metrics: dict[str, Any] = {**result.to_dict(), **self.labels}
         if self.measure.curvature is not None:
             metrics["curvature"] = _curvature(self.measure.curvature, model, train_set, result)
@@ -215,6 +284,130 @@ class TrainTask:
             metrics=json_safe(metrics),
         )
         return str(path)
+
+
+@dataclass(frozen=True)
+class _TrainGroup:
+    """Train tasks of one group together; report each run's outcome as soon as it finishes."""
+
+    tasks: tuple[TrainTask, ...]
+
+    def __call__(self, report: Callable[[int, Any], None]) -> None:
+        import torch
+
+        from sgdtemp import train
+
+        train.keep_freed_memory()
+        first = self.tasks[0]
+        data, train_set, evals = first._data()
+
+        def on_result(k: int, result: Any) -> None:
+            task = self.tasks[k]
+            model = task._factory(torch.Generator().manual_seed(task.config.seed))
+            model.load_state_dict(result.state)
+            param = next(model.parameters())
+            model.to(device=result.device, dtype=param.dtype)
+            report(k, task.outcome(model, data, train_set, result))
+
+        train.fit_many(
+            first._factory,
+            train_set,
+            [t.fit_options() for t in self.tasks],
+            eval_sets=evals,
+            on_result=on_result,
+        )
+
+
+#: Largest group the automatic rule fuses (beyond it, a group's memory grows with no gain in speed:
+#: benchmarks/bench_sweep_fuse.py).
+FUSE_MAX = 16
+#: Share of the machine's available memory the fused groups of all workers may use.
+FUSE_MEMORY_SHARE = 0.5
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new work (``MemAvailable``; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def parse_fuse(text: str | int | None) -> int | str | None:
+    """``--fuse`` as :func:`fuse_size` takes it: ``"auto"``/None, ``"off"`` or K >= 1.
+
+    Raises:
+        UserError: for anything else.
+
+    Example:
+        >>> parse_fuse("8"), parse_fuse("off"), parse_fuse("auto")
+        (8, 'off', 'auto')
+    """
+    if text is None or text in ("auto", "off"):
+        return text
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise UserError(f"--fuse must be a positive integer, auto or off, got {text!r}")
+    return value
+
+
+def worker_count(executor: AbstractExecutor | str | None, workers: int | None) -> int:
+    """The parallelism a sweep will have: ``workers``, the executor's, or the usable CPUs."""
+    from sgdtemp.executors import usable_cpus
+
+    if workers is not None:
+        return workers
+    if isinstance(executor, AbstractExecutor):
+        return executor.max_workers
+    return usable_cpus()
+
+
+def fuse_size(jobs: Sequence[Job], *, workers: int, fuse: int | str | None = None) -> int:
+    """How many runs of one group train together (``--fuse``): the engine's ``fuse``.
+
+    ``"off"`` (or 1): every run on its own. An integer: that many, checked against memory.
+    ``None`` / ``"auto"``: the rule. Runs of one group (same model, data, batch size, device)
+    train together; with fewer groups than ``workers`` each group is split so that every worker
+    gets one, and no group holds more than :data:`FUSE_MAX` runs or more than its share of
+    memory (:data:`FUSE_MEMORY_SHARE` of what is available, split over the workers, each run
+    costing :meth:`TrainTask.memory_bytes`).
+
+    Raises:
+        UserError: for a non-positive K, or a K whose groups cannot fit in memory.
+    """
+    if fuse == "off":
+        return 1
+    if fuse not in (None, "auto") and (
+        not isinstance(fuse, int) or isinstance(fuse, bool) or fuse < 1
+    ):
+        raise UserError(f"--fuse must be a positive integer, auto or off, got {fuse!r}")
+    groups = collections.Counter(
+        j.group for j in jobs if j.task is not None and j.group is not None
+    )
+    if not groups or fuse == 1:
+        return 1
+    first = next(j.task for j in jobs if j.task is not None and j.group is not None)
+    per_run = max(int(first.memory_bytes()), 1) if isinstance(first, TrainTask) else 1
+    budget = FUSE_MEMORY_SHARE * _available_memory() / max(workers, 1)
+    fits = max(int(budget // per_run), 1)
+    if isinstance(fuse, int):
+        if fuse > fits:
+            raise UserError(
+                f"--fuse {fuse}: a group of {fuse} runs needs about {fuse * per_run / 2**30:.2g} "
+                f"GiB per worker, more than the {budget / 2**30:.2g} GiB there is; choose at "
+                f"most --fuse {fits}"
+            )
+        return fuse
+    largest = max(groups.values())
+    share = math.ceil(max(workers, 1) / len(groups))  # tasks per group to busy every worker
+    return max(1, min(math.ceil(largest / share), FUSE_MAX, fits))
 
 
 def _curvature(
@@ -309,6 +502,7 @@ def _train_job(
         "measure": task.measure.as_dict(),
     }
     key = run_key(config, code_version=code_version)
+    group = task.group()
     if artifacts is not None:
         task = replace(task, checkpoint=str(artifacts / key / "checkpoint.pt"))
     skip = task.stability.action == "skip" and task.stability.unstable(c.lr)
@@ -329,7 +523,7 @@ def _train_job(
             else None
         ),
     )
-    return Job(new, None if skip else task)
+    return Job(new, None if skip else task, group=None if skip else group)
 
 
 def run(
@@ -353,6 +547,7 @@ def run(
     retry_failed: bool = False,
     code_version: str = CODE_VERSION,
     progress: Callable[[SweepProgress], None] | None = None,
+    fuse: int | str | None = None,
 ) -> SweepSummary:
     """Sweep your own model and data over a grid; every run lands in the store.
 
@@ -377,6 +572,8 @@ def run(
         retry_failed: requeue runs recorded ``failed`` earlier.
         code_version: folded into every key.
         progress: called with a :class:`SweepProgress` after every event.
+        fuse: runs of one batch size trained together (:func:`fuse_size`: ``None`` the rule,
+            an integer, or ``"off"``).
 
     Returns:
         The summary.
@@ -439,6 +636,7 @@ def run(
         retry_failed=retry_failed,
         progress=progress,
         preload=TRAIN_PRELOAD,
+        fuse=fuse_size(jobs, workers=worker_count(executor, workers), fuse=fuse),
     )
 
 
@@ -539,6 +737,7 @@ def run_spec(
     max_attempts: int = 3,
     retry_failed: bool = False,
     progress: Callable[[SweepProgress], None] | None = None,
+    fuse: int | str | None = None,
 ) -> SweepSummary:
     """Run a sweep spec (a :class:`SweepSpec` or a TOML file) into the store.
 
@@ -550,6 +749,7 @@ def run_spec(
         max_attempts: claims of one run before a lost worker makes it ``failed``.
         retry_failed: requeue runs recorded ``failed`` earlier.
         progress: called with a :class:`SweepProgress` after every event.
+        fuse: runs of one batch size trained together (:func:`fuse_size`).
 
     Returns:
         The summary.
@@ -574,4 +774,5 @@ def run_spec(
         spec=spec.to_dict(),
         progress=progress,
         preload=TRAIN_PRELOAD,
+        fuse=fuse_size(jobs, workers=worker_count(executor, workers), fuse=fuse),
     )
