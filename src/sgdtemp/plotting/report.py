@@ -128,10 +128,14 @@ def plot_heatmap(analysis: Analysis, *, metric: str = "test") -> Figure | None:
             fontsize=7,
             color="white" if role == "scored" else "red",
         )
-    # iso-T lines: lr = T·B is a diagonal of slope 1 in (log2 B, log2 lr) index space when both
-    # grids are powers of two; draw them through the cells they contain.
+    # iso-T lines through the cells of each recorded temperature (momentum included, never
+    # re-derived here); lr = T·B(1−β) is a diagonal of slope 1 in (log2 B, log2 lr) index space
+    # when both grids are powers of two.
+    cell_temperature = {cell: _key(members[0].temperature) for cell, members in cells.items()}
     for t in _temps(runs):
-        pts = sorted((bs.index(b), lrs.index(lr)) for (lr, b) in cells if _key(lr / b) == t)
+        pts = sorted(
+            (bs.index(b), lrs.index(lr)) for (lr, b), ct in cell_temperature.items() if ct == t
+        )
         if len(pts) >= 2:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, "-", color="white", lw=1, alpha=0.7)
