@@ -56,17 +56,15 @@ Errors name the file, the line and the key: ``spec.toml:12: grid.batch_sizes: ..
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sgdtemp.errors import UserError
-from sgdtemp.theory.temperature import lr_for_temperature, temperature
+from sgdtemp.experiments._toml import TomlReader, located_error
+from sgdtemp.experiments.grid import RunConfig, iso_temperature_grid, product_grid
 
 __all__ = [
     "RunConfig",
@@ -124,105 +122,6 @@ SHIFT_DEFAULTS: Mapping[str, Any] = {
     "top_k": 0,
     "seed": 0,
 }
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """The training options of one cell of the grid (one seed).
-
-    Attributes:
-        lr: learning rate η.
-        batch_size: minibatch size B.
-        seed: the run's seed (initialisation and minibatch order).
-        epochs: passes over the training set.
-        momentum: heavy-ball momentum β.
-        weight_decay: L2 weight decay.
-
-    Example:
-        >>> RunConfig(lr=0.1, batch_size=32, seed=0, epochs=1).temperature
-        0.003125
-    """
-
-    lr: float
-    batch_size: int
-    seed: int
-    epochs: int
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-    @property
-    def temperature(self) -> float:
-        """``lr / (batch_size (1 − momentum))``."""
-        return temperature(self.lr, self.batch_size, self.momentum)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict."""
-        return asdict(self)
-
-
-def _check_grid_args(batch_sizes: Sequence[int], seeds: Sequence[int], epochs: int) -> None:
-    for b in batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise UserError(f"batch sizes must be positive integers, got {b!r}")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise UserError(f"seeds must be non-negative integers, got {s!r}")
-    if not seeds:
-        raise UserError("seeds must not be empty")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"epochs must be a positive integer, got {epochs!r}")
-
-
-def iso_temperature_grid(
-    temperatures: Sequence[float],
-    batch_sizes: Sequence[int],
-    *,
-    epochs: int,
-    seeds: Sequence[int] = (0,),
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-) -> list[RunConfig]:
-    """Runs along iso-temperature lines: for each T and B, ``lr = T·B·(1 − momentum)``.
-
-    Order: temperature, then batch size, then seed.
-
-    Example:
-        >>> [(c.lr, c.batch_size) for c in iso_temperature_grid([1e-3], [32, 64], epochs=1)]
-        [(0.032, 32), (0.064, 64)]
-    """
-    _check_grid_args(batch_sizes, seeds, epochs)
-    return [
-        RunConfig(lr_for_temperature(t, b, momentum), b, s, epochs, momentum, weight_decay)
-        for t in temperatures
-        for b in batch_sizes
-        for s in seeds
-    ]
-
-
-def product_grid(
-    lrs: Sequence[float],
-    batch_sizes: Sequence[int],
-    *,
-    epochs: int,
-    seeds: Sequence[int] = (0,),
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-) -> list[RunConfig]:
-    """Runs on the explicit grid ``lrs × batch_sizes × seeds`` (in that order).
-
-    Example:
-        >>> len(product_grid([0.1, 0.2], [32, 64], epochs=1, seeds=[0, 1]))
-        8
-    """
-    _check_grid_args(batch_sizes, seeds, epochs)
-    for lr in lrs:
-        temperature(lr, 1, momentum)  # validates lr and momentum
-    return [
-        RunConfig(lr, b, s, epochs, momentum, weight_decay)
-        for lr in lrs
-        for b in batch_sizes
-        for s in seeds
-    ]
 
 
 @dataclass(frozen=True)
@@ -319,14 +218,7 @@ class SweepSpec:
 
     def error(self, key: str, message: str) -> UserError:
         """A :class:`UserError` naming the spec file, the key's line and the key."""
-        line = self.lines.get(key)
-        parent = key
-        while line is None and "." in parent:
-            parent = parent.rsplit(".", 1)[0]
-            line = self.lines.get(parent)
-        source = self.source or "<spec>"
-        where = source if line is None else f"{source}:{line}"
-        return UserError(f"{where}: {key}: {message}")
+        return located_error(self.source, self.lines, key, message)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON values (stored with the sweep)."""
@@ -349,127 +241,6 @@ class SweepSpec:
 
 
 # ------------------------------------------------------------------------------------ parsing
-
-_BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
-_KEY_RE = re.compile(rf"\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
-_TABLE_RE = re.compile(r"""\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$""")
-
-
-def _split_dotted(text: str) -> list[str]:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """Line number (1-based) of every key and table header, by dotted path.
-
-    A light scan, good for error messages: keys inside inline tables get their parent's line.
-    """
-    lines: dict[str, int] = {}
-    table: list[str] = []
-    depth = 0  # open brackets of a multi-line array
-    for number, line in enumerate(text.splitlines(), start=1):
-        if depth == 0:
-            header = _TABLE_RE.match(line)
-            if header and not _KEY_RE.match(line):
-                table = _split_dotted(header.group(1))
-                lines.setdefault(".".join(table), number)
-                continue
-            key = _KEY_RE.match(line)
-            if key:
-                path = ".".join([*table, *_split_dotted(key.group(1))])
-                lines.setdefault(path, number)
-                line = line[key.end() :]
-        stripped = re.sub(r"""("[^"]*"|'[^']*')""", "", line).split("#", 1)[0]
-        depth = max(0, depth + stripped.count("[") - stripped.count("]"))
-    return lines
-
-
-class _Reader:
-    """Typed access to the parsed TOML with file:line:key errors."""
-
-    def __init__(self, source: str, text: str):
-        self.source = source
-        self.lines = _key_lines(text)
-
-    def error(self, key: str, message: str) -> UserError:
-        return SweepSpec("", "", "", (), source=self.source, lines=self.lines).error(key, message)
-
-    def unknown(self, table: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
-        allowed = list(allowed)
-        for name in table:
-            if name not in allowed:
-                close = difflib.get_close_matches(name, allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
-                raise self.error(f"{prefix}{name}", f"unknown key; {hint}")
-
-    def value(
-        self,
-        table: Mapping[str, Any],
-        name: str,
-        kind: str,
-        prefix: str = "",
-        *,
-        default: Any = None,
-        required: bool = False,
-    ) -> Any:
-        key = f"{prefix}{name}"
-        if name not in table:
-            if required:
-                raise self.error(key, "missing; this key is required")
-            return default
-        return self.check(table[name], kind, key)
-
-    def check(self, value: Any, kind: str, key: str) -> Any:
-        checks = {
-            "str": lambda v: isinstance(v, str) and v.strip() != "",
-            "bool": lambda v: isinstance(v, bool),
-            "int>=0": lambda v: _is_int(v) and v >= 0,
-            "int>0": lambda v: _is_int(v) and v > 0,
-            "num>0": lambda v: _is_num(v) and v > 0,
-            "num>=0": lambda v: _is_num(v) and v >= 0,
-            "momentum": lambda v: _is_num(v) and 0 <= v < 1,
-            "count|fraction": lambda v: (_is_int(v) and v >= 0) or (_is_num(v) and 0 < v < 1),
-            "table": lambda v: isinstance(v, dict),
-        }
-        words = {
-            "str": "a non-empty string",
-            "bool": "true or false",
-            "int>=0": "a non-negative integer",
-            "int>0": "a positive integer",
-            "num>0": "a positive number",
-            "num>=0": "a non-negative number",
-            "momentum": "a number in [0, 1)",
-            "count|fraction": "a count (integer) or a fraction in (0, 1)",
-            "table": "a table",
-        }
-        if kind.startswith("list:"):
-            item = kind[5:]
-            if not isinstance(value, list) or not value:
-                raise self.error(key, f"must be a non-empty list of {words[item]}s, got {value!r}")
-            for i, v in enumerate(value):
-                if not checks[item](v):
-                    raise self.error(key, f"item {i} must be {words[item]}, got {v!r}")
-            if len(set(map(repr, value))) != len(value):
-                raise self.error(key, f"has repeated values: {value!r}")
-            return list(value)
-        if kind.startswith("choice:"):
-            choices = kind[7:].split(",")
-            if value not in choices:
-                raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
-            return value
-        if not checks[kind](value):
-            raise self.error(key, f"must be {words[kind]}, got {value!r}")
-        return value
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
 
 _TOP = (
     "name",
@@ -528,7 +299,7 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{source}: not valid TOML: {err}") from err
-    r = _Reader(source, text)
+    r = TomlReader(source, text)
     r.unknown(raw, _TOP, "")
     name = r.value(raw, "name", "str", default=default_name)
     dataset = r.value(raw, "dataset", "str", required=True)
@@ -601,7 +372,9 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     )
 
 
-def _measurements(r: _Reader, measure: Mapping[str, Any], eval_sets: Sequence[str]) -> Measurements:
+def _measurements(
+    r: TomlReader, measure: Mapping[str, Any], eval_sets: Sequence[str]
+) -> Measurements:
     r.unknown(measure, ("curvature", "shift"), "measure.")
     curvature = _measurement(r, measure, "curvature", _CURVATURE_KEYS)
     shift = _measurement(r, measure, "shift", _SHIFT_KEYS)
@@ -634,12 +407,12 @@ def check_measurements(measure: Measurements, eval_sets: Sequence[str]) -> Measu
         >>> check_measurements(Measurements(shift={"max_iters": 3}), ["test"]).shift
         {'max_iters': 3}
     """
-    r = _Reader("<measure>", "")
+    r = TomlReader("<measure>", "")
     return _measurements(r, {**measure.as_dict()}, eval_sets)
 
 
 def _measurement(
-    r: _Reader, measure: Mapping[str, Any], name: str, keys: Mapping[str, str]
+    r: TomlReader, measure: Mapping[str, Any], name: str, keys: Mapping[str, str]
 ) -> dict[str, Any] | None:
     if name not in measure:
         return None
@@ -652,7 +425,7 @@ def _measurement(
     return {k: r.check(v, keys[k], prefix + k) for k, v in table.items()}
 
 
-def _check_eval_sets(r: _Reader, specs: list[str], *, key: str = "eval") -> list[str]:
+def _check_eval_sets(r: TomlReader, specs: list[str], *, key: str = "eval") -> list[str]:
     try:
         from sgdtemp.data import parse_eval_sets
     except ImportError:  # pragma: no cover - the data layer ships with the package
