@@ -36,8 +36,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
+from sgdtemp.curvature._calibrate import (
+    BATCHINGS,
+    FAILURES,
+    HVP_MODES,
+    calibrate,
+    check_deadline,
+    trusted_strategy,
+)
 from sgdtemp.curvature._taylor import TaylorProgram, Unsupported, run_taylor, taylor_program
 from sgdtemp.errors import UserError
 
@@ -46,24 +54,6 @@ __all__ = ["Batch", "ModelLoss", "as_batches", "HVP_MODES", "BATCHINGS"]
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-HVP_MODES = ("double_backward", "forward_over_reverse")
-BATCHINGS = ("loop", "vmap")
-# Calibration: a candidate slower than _SLACK times the best so far is aborted; those within it
-# are timed twice. Trusted formulations first for the reference, promising ones first for speed.
-_SLACK = 1.25
-_TRUST_ORDER = (
-    "double_backward:loop",
-    "forward_over_reverse:loop",
-    "double_backward:vmap",
-    "forward_over_reverse:vmap",
-)
-_SPEED_PRIOR = (
-    "forward_over_reverse:vmap",
-    "double_backward:vmap",
-    "double_backward:loop",
-    "forward_over_reverse:loop",
-)
-_FAILURES = (RuntimeError, NotImplementedError, ValueError)
 # Largest per-example-gradient block (examples x parameters) held at once.
 _MAX_PER_EXAMPLE_ELEMENTS = 2**25
 
@@ -116,16 +106,7 @@ def as_batches(data: Any, *, batch_size: int | None = None) -> list[Batch]:
     return batches
 
 
-class _TooSlow(Exception):
-    """Raised inside a candidate HVP that ran past its calibration deadline."""
-
-
-def _check_deadline(deadline: float) -> None:
-    if deadline != math.inf and time.perf_counter() > deadline:
-        raise _TooSlow
-
-
-def _load_forward_ad() -> None:
+def load_forward_ad() -> None:
     """Import torch's forward-AD decompositions once, silencing torch's own deprecation notice.
 
     The first forward-mode product in a process scripts these decompositions with
@@ -137,7 +118,7 @@ def _load_forward_ad() -> None:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the duration of the block, then restore the flags."""
     flags = [(m, m.training) for m in model.modules()]
     try:
@@ -283,7 +264,7 @@ class ModelLoss:
         r"""$L(\theta)$ as a Python float."""
         params = self.unflatten(self._check_theta(theta))
         total = 0.0
-        with _eval_mode(self.model), torch.no_grad():
+        with eval_mode(self.model), torch.no_grad():
             for w, (x, y) in zip(self.weights, self.batches):
                 total += w * float(self._batch_loss(params, x, y))
         return total
@@ -294,7 +275,7 @@ class ModelLoss:
         leaves = [t.requires_grad_() for t in (v.clone() for v in self.unflatten(theta).values())]
         total = 0.0
         acc = torch.zeros_like(theta)
-        with _eval_mode(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad():
             for w, (x, y) in zip(self.weights, self.batches):
                 loss = self._batch_loss(dict(zip(self.names, leaves)), x, y)
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
@@ -382,7 +363,7 @@ class ModelLoss:
                 materialize_grads=True,
             )
             out[j] = self.flatten([r.detach() for r in res])
-            _check_deadline(deadline)
+            check_deadline(deadline)
         return out
 
     def _hvp_forward_over_reverse(
@@ -394,7 +375,7 @@ class ModelLoss:
         vectorize: bool,
         deadline: float,
     ) -> Tensor:
-        _load_forward_ad()
+        load_forward_ad()
         params = self.unflatten(theta)
 
         def loss_of(p: dict[str, Tensor]) -> Tensor:
@@ -409,7 +390,7 @@ class ModelLoss:
         out = torch.zeros_like(tangents)
         for j in range(tangents.shape[0]):
             out[j] = one(self.unflatten(tangents[j]))
-            _check_deadline(deadline)
+            check_deadline(deadline)
         return out
 
     def _hvp_batch(
@@ -432,91 +413,13 @@ class ModelLoss:
         parts = []
         for chunk in torch.split(tangents, self.max_columns):
             parts.append(fn(theta, x, y, chunk, True, deadline))
-            _check_deadline(deadline)
+            check_deadline(deadline)
         return torch.cat(parts)
-
-    def _modes(self) -> tuple[str, ...]:
-        return HVP_MODES if self.hvp_mode == "auto" else (self.hvp_mode,)
-
-    def _candidates(self, kind: str) -> list[str]:
-        modes = self._modes()
-        if kind == "single":
-            return [f"{m}:loop" for m in modes]
-        batchings = BATCHINGS if self.batching == "auto" else (self.batching,)
-        return [f"{m}:{b}" for m in modes for b in batchings]
-
-    def _calibrate(self, kind: str, theta: Tensor, tangents: Tensor) -> Tensor:
-        """Choose the fastest strategy on the first batch; return that batch's product.
-
-        A trusted formulation (double backward first) computes the first column as the reference.
-        Candidates then run on all columns, most promising first, each aborted once it is slower
-        than ``_SLACK`` times the best so far; those that finish and agree with the reference on
-        the first column are timed once more, and the fastest wins. A candidate that fails (a
-        transform the model does not support) or disagrees is dropped.
-        """
-        x, y = self.batches[0]
-        candidates = self._candidates(kind)
-        if len(candidates) == 1:
-            self.strategy[kind] = candidates[0]
-            return self._hvp_batch(candidates[0], theta, x, y, tangents)
-        self.value_and_grad_batch(theta, x, y)  # warm-up: allocator, functional_call caches
-        if "double_backward" in self._modes():
-            self._gradient_graph(theta, x, y)  # cached if it fits: time the steady state
-        tol = 10.0 * torch.finfo(self.dtype).eps ** 0.5
-        reference: Tensor | None = None
-        timings: dict[str, float] = {}
-        results: dict[str, Tensor] = {}
-        for cand in sorted(candidates, key=_TRUST_ORDER.index):
-            try:
-                start = time.perf_counter()
-                first = self._hvp_batch(cand, theta, x, y, tangents[:1])
-            except _FAILURES:
-                continue
-            reference = first[0]
-            if tangents.shape[0] == 1:  # the reference run is already a full candidate run
-                timings[cand] = time.perf_counter() - start
-                results[cand] = first
-            break
-        if reference is None:
-            raise RuntimeError("no Hessian-vector-product formulation works for this model")
-        ref_norm = float(torch.linalg.vector_norm(reference)) + 1e-30
-
-        def run(cand: str) -> None:
-            best = min(timings.values(), default=math.inf)
-            start = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # vmap fallback performance notes
-                    result = self._hvp_batch(cand, theta, x, y, tangents, start + _SLACK * best)
-            except _TooSlow:
-                return
-            except _FAILURES:
-                timings.pop(cand, None)
-                return
-            elapsed = time.perf_counter() - start
-            if float(torch.linalg.vector_norm(result[0] - reference)) > tol * ref_norm:
-                timings.pop(cand, None)  # disagrees with the trusted reference: never use it
-                return
-            timings[cand] = min(elapsed, timings.get(cand, math.inf))
-            results[cand] = result
-
-        for cand in sorted(candidates, key=_SPEED_PRIOR.index):
-            if cand not in timings:
-                run(cand)
-        if not timings:
-            raise RuntimeError("no Hessian-vector-product formulation works for this model")
-        fastest = min(timings.values())
-        for cand in [c for c, t in timings.items() if t <= _SLACK * fastest]:
-            run(cand)
-        best = min(timings, key=timings.__getitem__)
-        self.strategy[kind] = best
-        self.calibration[kind] = timings
-        return results[best]
 
     def value_and_grad_batch(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Gradient of one batch's loss, ``(d,)`` (used as a warm-up and by benchmarks)."""
         leaves = [t.clone().requires_grad_() for t in self.unflatten(theta).values()]
-        with _eval_mode(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad():
             loss = self._batch_loss(dict(zip(self.names, leaves)), x, y)
             grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
         return self.flatten(grads)
@@ -535,10 +438,10 @@ class ModelLoss:
         tangents = tangents.to(device=self.device, dtype=self.dtype)
         kind = "single" if tangents.shape[0] == 1 else "batched"
         out = torch.zeros_like(tangents)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             start = 0
             if kind not in self.strategy:
-                out += self.weights[0] * self._calibrate(kind, theta, tangents)
+                out += self.weights[0] * calibrate(self, kind, theta, tangents)
                 start = 1
             strategy = self.strategy[kind]
             for w, (x, y) in list(zip(self.weights, self.batches))[start:]:
@@ -601,9 +504,8 @@ class ModelLoss:
                 done = 4
             parts.append(self._taylor_forms(theta, x, y, tangents[done:], memo))
             forms = torch.cat(parts)
-            trusted = next(c for c in _TRUST_ORDER if c.split(":")[0] in self._modes())
-            hz = self._hvp_batch(trusted, theta, x, y, tangents[:1])[0]
-        except (Unsupported, *_FAILURES):
+            hz = self._hvp_batch(trusted_strategy(self), theta, x, y, tangents[:1])[0]
+        except (Unsupported, *FAILURES):
             self._program = None
             return None
         exact = float((tangents[0] * hz).sum())
@@ -628,7 +530,7 @@ class ModelLoss:
         """
         theta = self._check_theta(theta)
         tangents = tangents.to(device=self.device, dtype=self.dtype)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             start = 0
             out = torch.zeros(tangents.shape[0], dtype=self.dtype, device=self.device)
             if not self._taylor_checked:
@@ -647,62 +549,6 @@ class ModelLoss:
         """Whether quadratic forms use Taylor mode (None until the first call decides)."""
         return None if not self._taylor_checked else self._program is not None
 
-    # ------------------------------------------------------------------ GGN
-
-    def ggn_vp(self, theta: Tensor, tangents: Tensor) -> Tensor:
-        r"""Generalized Gauss–Newton applied to the rows of ``tangents`` ``(k, d)``; ``(k, d)``.
-
-        $G = \frac1N\sum_b n_b J_b^\top H_{\text{out},b} J_b$.
-
-        $J v$ is forward mode (``vmap``-ed over rows when the model allows it), the output Hessian
-        $H_\text{out}$ is applied by double backward through the loss alone (cheap: outputs are
-        small), and $J^\top$ is reverse mode.
-        """
-        theta = self._check_theta(theta)
-        tangents = tangents.to(device=self.device, dtype=self.dtype)
-        _load_forward_ad()
-        params = self.unflatten(theta)
-        rows = self.unflatten(tangents)  # each (k, *shape)
-        k = tangents.shape[0]
-        out = torch.zeros_like(tangents)
-        with _eval_mode(self.model):
-            for w, (x, y) in zip(self.weights, self.batches):
-
-                def fwd(p: dict[str, Tensor], x: Tensor = x) -> Tensor:
-                    return self._forward(p, x)
-
-                def push(v: dict[str, Tensor], fwd: Any = fwd) -> Tensor:
-                    return jvp(fwd, (params,), (v,))[1]
-
-                output, vjp_fn = vjp(fwd, params)[:2]
-                try:
-                    jv = vmap(push)(rows)  # (k, *output.shape)
-                except (RuntimeError, NotImplementedError):
-                    jv = torch.stack([push({n: r[j] for n, r in rows.items()}) for j in range(k)])
-                o = output.detach().requires_grad_()
-                with torch.enable_grad():
-                    g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
-                if g_out.requires_grad:
-                    h_jv = torch.stack(
-                        [
-                            torch.autograd.grad(g_out, o, jv[j], retain_graph=j < k - 1)[0]
-                            for j in range(k)
-                        ]
-                    )
-                else:  # loss linear in the output
-                    h_jv = torch.zeros_like(jv)
-
-                def pull(u: Tensor, vjp_fn: Any = vjp_fn) -> Tensor:
-                    back = vjp_fn(u)[0]
-                    return torch.cat([back[n].reshape(-1) for n in self.names])
-
-                try:
-                    res = vmap(pull)(h_jv)
-                except (RuntimeError, NotImplementedError):
-                    res = torch.stack([pull(u) for u in h_jv])
-                out += w * res.detach()
-        return out
-
     # ------------------------------------------------------------------ per-example gradients
 
     def per_example_grads(self, theta: Tensor) -> Iterator[Tensor]:
@@ -715,7 +561,7 @@ class ModelLoss:
 
         per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))
         block = max(1, _MAX_PER_EXAMPLE_ELEMENTS // self.dim)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             for x, y in self.batches:
                 for i in range(0, x.shape[0], block):
                     g = per_example(params, x[i : i + block], y[i : i + block])

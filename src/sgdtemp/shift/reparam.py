@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from sgdtemp.curvature import HessianOperator, ModelLoss, quadratic_forms, top_eigenvalues
 from sgdtemp.curvature._base import default_generator
-from sgdtemp.curvature._model import LossFn, _eval_mode
+from sgdtemp.curvature._model import LossFn, eval_mode
 from sgdtemp.errors import UserError
 from sgdtemp.shift.measure import ShiftResult
 
@@ -212,7 +212,7 @@ def reparametrization_check(
 
     # the rescaling must not change the function
     x0 = eval_loss.batches[0][0]
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         out = torch.func.functional_call(model, eval_loss.unflatten(theta), (x0,))
         out2 = torch.func.functional_call(model, eval_loss.unflatten(dvec * theta), (x0,))
     change = float((out - out2).abs().max())
