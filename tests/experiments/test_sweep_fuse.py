@@ -118,11 +118,11 @@ def test_rule_balances_groups_over_workers_and_memory(monkeypatch):
     assert fuse_size(jobs, workers=4) == 4  # each group split in two
     assert fuse_size(jobs, workers=2, fuse="off") == 1
     assert fuse_size(jobs, workers=2, fuse=3) == 3
-    from sgdtemp.experiments import sweep
+    from sgdtemp.experiments import fuse
 
     per_run = jobs[0].task.memory_bytes()
     # a machine with room for 2.5 runs per worker (the fault: little memory)
-    monkeypatch.setattr(sweep, "_available_memory", lambda: int(2.5 * per_run * 2 * 2))
+    monkeypatch.setattr(fuse, "_available_memory", lambda: int(2.5 * per_run * 2 * 2))
     assert fuse_size(jobs, workers=2) == 2
     with pytest.raises(UserError, match="choose at most --fuse 2"):
         fuse_size(jobs, workers=2, fuse=8)

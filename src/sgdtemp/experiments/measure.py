@@ -17,7 +17,7 @@ seeded generator, so the same checkpoint gives the same digits on every machine 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ __all__ = [
     "measure_curvature",
     "measure_shifts",
     "measure_sharpness",
+    "curvature_metrics",
+    "shift_metrics",
 ]
 
 
@@ -417,3 +419,70 @@ def measure_shifts(
         ).summary()
         for name, data in eval_data
     }
+
+
+# ----------------------------------------------------------- a sweep's [measure] tables
+
+
+def curvature_metrics(
+    options: Mapping[str, Any], model: Any, train_set: Any, result: Any
+) -> dict[str, Any]:
+    """A sweep's ``[measure.curvature]`` of a trained run (:func:`measure_curvature`).
+
+    Returns:
+        ``{"status": "ok", **CurvatureMeasurement.to_dict(lr=...)}``, or ``{"status":
+        "skipped", "reason": ...}`` for a run that did not train to the end.
+    """
+    if result.status != "ok":
+        return {"status": "skipped", "reason": f"the run {result.status}"}
+    measured = measure_curvature(model, train_set, CurvatureOptions(**options))
+    return {"status": "ok", **measured.to_dict(lr=float(result.lr))}
+
+
+def shift_metrics(
+    options: Mapping[str, Any],
+    model: Any,
+    splits: Any,
+    result: Any,
+    *,
+    weight_decay: float,
+    seed: int,
+    eval_set_names: Sequence[str],
+    eval_seed: int,
+) -> dict[str, Any]:
+    r"""A sweep's ``[measure.shift]`` of a trained run (:func:`measure_shifts`).
+
+    For each evaluation set: from the trained weights $\theta^*$, descend on the eval objective
+    (mean cross-entropy over its first ``examples`` images, the training weight decay, and for the
+    proximal objective a pull toward $\theta^*$) to $\tilde\theta^*$, and report the shift
+    $s = \theta^* - \tilde\theta^*$, the gap and its quadratic part
+    (:meth:`sgdtemp.shift.ShiftResult.summary`). Options and defaults: ``[measure.shift]`` in
+    :mod:`sgdtemp.experiments.spec`.
+
+    Returns:
+        ``{"status": "ok", "examples": n, EVAL_SET: summary, ...}``, or ``{"status":
+        "skipped", "reason": ...}`` for a run that did not train to the end or whose seed is
+        not measured.
+    """
+    from sgdtemp.experiments.sources import eval_sets
+    from sgdtemp.experiments.spec import SHIFT_DEFAULTS
+    from sgdtemp.shift import ShiftOptions
+
+    if result.status != "ok":
+        return {"status": "skipped", "reason": f"the run {result.status}"}
+    o = {**SHIFT_DEFAULTS, **options}
+    if "seeds" in o and seed not in o["seeds"]:
+        return {"status": "skipped", "reason": f"seed {seed} is not in measure.shift.seeds"}
+    n = int(o.pop("examples"))
+    names = list(o.pop("eval_sets", None) or eval_set_names)
+    o.pop("seeds", None)
+    measure_seed = int(o.pop("seed"))
+    summaries = measure_shifts(
+        model,
+        splits.train,
+        eval_sets(splits, names, eval_seed).items(),
+        examples=n,
+        seed=measure_seed,
+        options=ShiftOptions(weight_decay=weight_decay, **o),
+    )
+    return {"status": "ok", "examples": n, **summaries}
