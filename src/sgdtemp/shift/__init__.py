@@ -1,8 +1,9 @@
 """The train→test shift of minima: descend from the train minimum to the eval-set minimum.
 
 Pure (no I/O): takes a model, a loss and data tensors, returns frozen dataclasses. See
-:mod:`sgdtemp.shift.measure` for the decomposition and the honest handling of cross-entropy
-(weight-decay minimum or proximal shift).
+:mod:`sgdtemp.shift.measure` for the shift of a minimum and the honest handling of cross-entropy
+(weight-decay minimum or proximal shift), :mod:`sgdtemp.shift.mechanisms` for the decomposition of
+a stationary run's expected eval loss into its three curvature mechanisms.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sgdtemp.shift.measure import (
     ShiftResult,
     measure_shift,
 )
+from sgdtemp.shift.mechanisms import TERMS, EvalMechanisms, MechanismsResult, measure_mechanisms
 from sgdtemp.shift.reparam import ReparametrizationCheck, relu_rescaling, reparametrization_check
 
 __all__ = [
@@ -24,6 +26,11 @@ __all__ = [
     "ShiftResult",
     "ShiftProjection",
     "OBJECTIVES",
+    # the three curvature mechanisms of a stationary run
+    "measure_mechanisms",
+    "MechanismsResult",
+    "EvalMechanisms",
+    "TERMS",
     # reparametrization check
     "reparametrization_check",
     "relu_rescaling",

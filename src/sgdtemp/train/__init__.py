@@ -2,7 +2,9 @@
 
 ``fit`` trains any ``nn.Module`` with plain constant-learning-rate SGD on in-memory tensors and
 returns a frozen :class:`TrainResult` with per-epoch full-pass metrics; ``fit_many`` trains
-several learning rates / seeds of one small model at once. This layer never writes files except
+several learning rates / seeds of one small model at once. :class:`StationarityDetector` says when
+a run's train objective has become stationary; :class:`RunningMean` and :class:`Reservoir` keep
+its stationary mean and a uniform sample of its iterates. This layer never writes files except
 through :func:`save_checkpoint` when the caller invokes it, and never prints.
 """
 
@@ -19,6 +21,13 @@ from sgdtemp.train.models import (
 )
 from sgdtemp.train.multi import fit_many, fused_path_applies
 from sgdtemp.train.options import FitOptions
+from sgdtemp.train.reservoir import Reservoir, ReservoirSample, RunningMean
+from sgdtemp.train.stationarity import (
+    StationarityCheck,
+    StationarityDetector,
+    StationarityResult,
+    StationarityRule,
+)
 from sgdtemp.train.trainer import (
     DEFAULT_DIVERGENCE_FACTOR,
     SGD,
@@ -48,6 +57,14 @@ __all__ = [
     "TrainResult",
     "DEFAULT_DIVERGENCE_FACTOR",
     "keep_freed_memory",
+    # stationary runs
+    "StationarityRule",
+    "StationarityDetector",
+    "StationarityResult",
+    "StationarityCheck",
+    "RunningMean",
+    "Reservoir",
+    "ReservoirSample",
     # checkpoints
     "Checkpoint",
     "save_checkpoint",
