@@ -168,7 +168,9 @@ def hvp_timing(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
     params = list(model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
     op = HessianOperator(model, loss_fn, (xb, yb))
-    cold = HessianOperator(model, loss_fn, (xb, yb), hvp_mode="double_backward", graph_cache_bytes=0)
+    cold = HessianOperator(
+        model, loss_fn, (xb, yb), hvp_mode="double_backward", graph_cache_bytes=0
+    )
     v = torch.randn(op.shape[0], device=DEV)
     g = timed(lambda: torch.autograd.grad(F.cross_entropy(model(xb), yb), params))
     h = timed(lambda: op @ v)

@@ -1,8 +1,8 @@
 """One Hessian-vector product vs one gradient on the same batch (reference CNN and MLP).
 
 Ours: ``HessianOperator(model, loss, (x, y)) @ v`` on one batch, in each formulation
-(double backward, forward-over-reverse) and in ``hvp_mode="auto"`` (timed: the fastest here). Repeated
-products at the same parameters (Lanczos, CG, probes) reuse the batch's cached gradient graph, so
+(double backward, forward-over-reverse) and in ``hvp_mode="auto"`` (timed: the fastest here).
+Repeated products at the same parameters (Lanczos, CG, probes) reuse the batch's cached gradient graph, so
 they cost only the double backward; "double_backward (cold)" disables that cache and shows the
 cost of a first product (forward + backward + double backward).
 Reference, measured in the same run: one gradient of the same loss on the same batch with plain
