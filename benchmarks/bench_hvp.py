@@ -2,9 +2,9 @@
 
 Ours: ``HessianOperator(model, loss, (x, y)) @ v`` on one batch, in each formulation
 (double backward, forward-over-reverse) and in ``hvp_mode="auto"`` (timed: the fastest here).
-Repeated products at the same parameters (Lanczos, CG, probes) reuse the batch's cached gradient graph, so
-they cost only the double backward; "double_backward (cold)" disables that cache and shows the
-cost of a first product (forward + backward + double backward).
+Repeated products at the same parameters (Lanczos, CG, probes) reuse the batch's cached gradient
+graph, so they cost only the double backward; "double_backward (cold)" disables that cache and
+shows the cost of a first product (forward + backward + double backward).
 Reference, measured in the same run: one gradient of the same loss on the same batch with plain
 ``torch.autograd.grad``. Target: auto HVP <= 3x the gradient.
 
