@@ -23,8 +23,9 @@ def register(subparsers: Any) -> None:
         description="Run the synthetic two-minima study for the isotropic (tilt) and translation "
         "noise models: wide-basin probability from SGD, the SDE and the exact Fokker-Planck law "
         "over a temperature grid (each T reached by two (lr, B) pairs), equilibration flags, and "
-        "the test-loss decomposition under sampling and domain shift. Writes summary.json, "
-        "data.npz and figures to --out.",
+        "the test-loss decomposition under sampling and domain shift. Each cell runs ten of its "
+        "predicted relaxation times; cells that need more than the step budget are listed first "
+        "and not simulated. Writes summary.json, data.npz and figures to --out.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file overriding defaults")
     parser.add_argument(

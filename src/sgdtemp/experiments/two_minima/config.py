@@ -6,20 +6,21 @@ Why the two noise models have these parameters (theory.md §4, §5):
   \sigma^2$, so the stationary law is the Gibbs law in $L$ and the textbook crossover appears
   (the deep sharp minimum wins at low $T$, the wide one at high $T$).
 - ``translation`` ($\tau = 0.4$, $\sigma = 1.75$): the translations make $C \approx
-  U''^2\tau^2$ in the sharp basin (4.2 of its 7.3 at the sharp minimum), next to nothing in the
-  wide one (0.08 of 3.1), so the effective potential $\int L'/C$ departs from $L$: at
-  $T = 0.04$–$0.07$ the Fokker–Planck law puts 0.90–0.95 of the mass in the wide basin, the
-  Gibbs law in $L$ (whose deepest minimum is the sharp one) 0.59–0.63. With the tilt alone the
-  law would be Gibbs; the translation part of the noise is what moves the mass.
+  U''^2\tau^2$ in the sharp basin (57 % of its $C = 7.1$ at the sharp minimum), next to nothing
+  in the wide one (2 % of 3.1), so the effective potential $\int L'/C$ departs from $L$: at
+  $T = 0.04$–$0.065$ the Fokker–Planck law puts 0.95–0.90 of the mass in the wide basin, the
+  Gibbs law in $L$ (whose deepest minimum is the sharp one, by 0.065) 0.56–0.61. With the tilt
+  alone the law would be that Gibbs law; the translation part of the noise moves the mass.
 
-  The tilt is not small on purpose. $C$ is smallest where $U''$ changes sign, next to the
-  barrier, exactly where $L'$ is largest, so with little tilt the sharp basin's effective
-  barrier is high and SGD never leaves it: the former model ($\tau = 0.3$, $\sigma = 1$)
-  needs $8\cdot10^5$ steps per relaxation time at $T = 0.06$ and $1.6\cdot10^8$ at $T = 0.04$
-  even at the largest stable learning rate $0.3/\lambda_{\max}$ (and $T \le 0.053$ for
-  $\eta\lambda_{\max} \le 0.3$ at $B = 1$). With $\sigma = 1.75$ a relaxation time is
-  $7100$, $2100$, $940$, $510$ steps at $T = 0.04, 0.05, 0.06, 0.07$ and $B = 1$
-  ($\eta\lambda_{\max} = 0.17$–$0.29$), so SGD equilibrates in a few $10^4$ steps.
+  The tilt is not small on purpose: this is a mixed noise model. $C$ is smallest where $U''$
+  changes sign, next to the barrier, where $L'$ is largest, so with little tilt the sharp
+  basin's effective barrier is high and SGD never leaves it. The former model ($\tau = 0.3$,
+  $\sigma = 1$) needs $4.6\cdot10^8$ steps per relaxation time at $T = 0.04$ and
+  $1.3\cdot10^7$ at $T = 0.05$ ($B = 1$), and $\eta\lambda_{\max} \le 0.3$ caps $T$ at 0.052
+  there ($\lambda_{\max} = 5.7$). With $\sigma = 1.75$ ($\lambda_{\max} = 4.3$) a relaxation
+  time is 9400, 2600, 1650, 1100 and 790 steps at $T = 0.04, 0.05, 0.055, 0.06, 0.065$ and
+  $B = 1$ ($\eta\lambda_{\max} = 0.17$–$0.28$), so SGD equilibrates in $10^4$–$10^5$ steps.
+  (Figures for the default data, seed 0.)
 
 Equilibration is planned, not hoped for: each cell runs ``relaxation_multiple`` predicted
 relaxation times (:func:`~sgdtemp.theory.relaxation_time_1d`, at least ``min_steps``); a cell
