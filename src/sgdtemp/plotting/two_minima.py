@@ -104,7 +104,7 @@ def _p_wide(summary: Mapping[str, Any]) -> Figure:
         cells = _cells(summary, noise)
         temps = _temps(cells)
         # SDE markers slightly right of their T, SGD's on top, so neither hides the other.
-        for source, marker, shift, z in (("sde", "s", 1.03, 2), ("sgd", "o", 1.0, 3)):
+        for source, marker, shift, z in (("sde", "s", 1.012, 2), ("sgd", "o", 1.0, 3)):
             for c in cells:
                 if not c["simulated"]:
                     continue
