@@ -10,13 +10,14 @@ TINY = """
 n_train = 256
 n_test = 256
 n_chains = 32
-n_steps = 200
+n_steps = 1000
+min_steps = 200
 record_every = 4
 grid_points = 401
 [noise_models.isotropic]
-temperatures = [0.008]
+temperatures = [0.032]
 [noise_models.translation]
-temperatures = [0.04]
+temperatures = [0.065]
 """
 
 
@@ -36,6 +37,23 @@ def test_runs_and_writes_outputs(tmp_path, tiny_toml, capsys):
     assert (out / "data.npz").exists()
     for name in ("landscape", "densities", "p_wide", "test_loss", "iso_temperature"):
         assert (out / f"{name}.png").stat().st_size > 1000
+
+
+def test_the_plan_is_said_before_the_table(tmp_path, tiny_toml, capsys):
+    """Cells that cannot equilibrate within the budget are named up front, then shown as not
+    simulated, with the predicted relaxation steps beside the steps run."""
+    out = tmp_path / "out"
+    assert main(["two-minima", "--config", str(tiny_toml), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    skipped = [c for c in summary["cells"] if not c["simulated"]]
+    assert skipped and len(skipped) < len(summary["cells"])
+    head, table = text.split("\nnoise ", 1)
+    assert head.startswith("plan: ")
+    for c in skipped:
+        assert f"not simulated: {c['noise']} T={c['T']:g} B={c['batch_size']}" in head
+    assert "relax" in table.splitlines()[0] and "steps" in table.splitlines()[0]
+    assert "[holds]" in table
 
 
 def test_existing_results_are_kept(tmp_path, tiny_toml, capsys):

@@ -17,7 +17,7 @@ from sgdtemp.experiments.reproduce import (
     stationary_checks,
 )
 from sgdtemp.experiments.spec import load_spec
-from sgdtemp.experiments.two_minima import TwoMinimaConfig
+from sgdtemp.experiments.two_minima import TwoMinimaConfig, plan_two_minima
 
 TINY_STATIONARY = StationaryConfig(
     temperatures=(0.1, 0.2, 0.4, 0.8), grid=64, sgd_chains=256, sgd_steps=600
@@ -48,12 +48,18 @@ examples = 128
 
 def _tiny_two_minima() -> TwoMinimaConfig:
     q = TwoMinimaConfig.quick()
-    models = {
-        k: dataclasses.replace(v, temperatures=v.temperatures[:2])
-        for k, v in q.noise_models.items()
-    }
+    fast = {"isotropic": (0.02, 0.04), "translation": (0.065,)}
+    models = {k: dataclasses.replace(v, temperatures=fast[k]) for k, v in q.noise_models.items()}
     return dataclasses.replace(
-        q, n_chains=32, n_steps=400, grid_points=401, n_train=512, n_test=512, noise_models=models
+        q,
+        n_chains=32,
+        n_steps=2000,
+        min_steps=400,
+        relaxation_multiple=4.0,
+        grid_points=401,
+        n_train=512,
+        n_test=512,
+        noise_models=models,
     )
 
 
@@ -154,6 +160,8 @@ def test_two_minima_choices():
 
     smoke, quick = _two_minima_config("smoke"), _two_minima_config("quick")
     assert smoke.n_chains * smoke.n_steps < quick.n_chains * quick.n_steps
+    plan = plan_two_minima(smoke)  # a pipeline check that simulates every cell of both models
+    assert plan.skipped == [] and {c.noise for c in plan.simulated} == set(smoke.noise_models)
     assert _two_minima_config(quick) is quick
     with pytest.raises(UserError, match="two_minima"):
         _two_minima_config("huge")

@@ -219,7 +219,7 @@ def test_saturated_points_match_the_direct_sums(pot: MixturePotential, side: str
     x, xi = sample_two_minima_data(200, translation_std=0.3, tilt_std=2.0, generator=gen)
     loss = TwoMinimaLoss(pot, x, xi)
     theta = torch.linspace(-9.0, 10.0, 300, dtype=torch.float64).unsqueeze(1)
-    least, largest = loss._log_ratio_range(theta[:, 0] - x.mean())
+    least, largest = loss._grid.log_ratio_range(theta[:, 0] - x.mean())
     saturated = least > 37.5 if side == "high" else largest < -40.0
     assert 10 < int(saturated.sum()) < 290, "the grid must cover both kinds of points"
     g, h, c = loss.grad_hessian_noise(theta)
@@ -272,7 +272,7 @@ def test_compiled_minibatch_grad_matches_the_torch_path(theta_dtype, idx_dtype) 
     assert compiled.dtype == torch.float64 and compiled.shape == (chains, 1)
     torch.testing.assert_close(compiled, reference, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(
-        loss._minibatch_grad_torch(theta[:, 0].double(), idx),
+        loss._minibatch.portable(theta[:, 0].double(), idx),
         reference,
         rtol=1e-12,
         atol=1e-9,

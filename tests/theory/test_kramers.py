@@ -7,12 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.linalg import eigh_tridiagonal
 
 from sgdtemp.errors import UserError
 from sgdtemp.theory import (
     kramers_rate_1d,
     log_mean_first_passage_time_1d,
     mean_first_passage_time_1d,
+    relaxation_time_1d,
 )
 
 # Kramers' formula is first order in T_Gibbs / barrier: within this at barrier / T_Gibbs >= 8.
@@ -114,6 +116,53 @@ def test_low_temperature_log_time_is_finite() -> None:
     assert tau == math.inf and rate == 0.0
     # Arrhenius: log tau ~ barrier / T_Gibbs = 2e4, plus the log prefactor
     assert log_tau == pytest.approx(2e4 + math.log(2 * math.pi / math.sqrt(32.0)), rel=1e-6)
+
+
+def _spectral_gap(grid: np.ndarray, dL: np.ndarray, C: np.ndarray, T: float) -> float:
+    r"""First non-zero eigenvalue of a finite-volume Fokker–Planck operator (the oracle).
+
+    The flux is $J = -D\pi\,(p/\pi)'$ with $D = TC/2$ and $\pi \propto C^{-1}e^{-(2/T)\int L'/C}$;
+    its discretization $J_{i+1/2} = -a_i(p_{i+1}/\pi_{i+1} - p_i/\pi_i)/h$ with
+    $a_i = \bar D_i\sqrt{\pi_i\pi_{i+1}}$ is symmetric in the $\pi$-weighted inner product, so
+    its spectrum is that of a symmetric tridiagonal matrix.
+    """
+    h = float(grid[1] - grid[0])
+    ratio = dL / C
+    phi = np.concatenate(([0.0], np.cumsum(0.5 * (ratio[1:] + ratio[:-1]) * h)))
+    log_pi = -(2.0 / T) * phi - np.log(C)
+    pi = np.exp(log_pi - log_pi.max())
+    d_mid = 0.25 * T * (C[1:] + C[:-1])
+    a = d_mid * np.sqrt(pi[1:] * pi[:-1]) / h
+    diag = np.zeros_like(grid)
+    diag[:-1] += a
+    diag[1:] += a
+    mass = pi * h
+    off = -a / np.sqrt(mass[1:] * mass[:-1])
+    eig = eigh_tridiagonal(diag / mass, off, select="i", select_range=(0, 1), eigvals_only=True)
+    return float(eig[1])
+
+
+def test_relaxation_time_matches_the_spectral_gap() -> None:
+    """A tilted double well with state-dependent noise: 1/relaxation time = the spectral gap to
+    0.6 % when the barrier is high (T = 0.05), and the estimate stays on the slow side as the
+    barrier falls (it counts the descent into each well)."""
+    grid = np.linspace(-2.5, 2.5, 1001)
+    dL = grid**3 - grid + 0.1
+    C = 1.0 + 0.5 * grid**2
+    minima = tuple(float(r.real) for r in np.roots([1.0, 0.0, -1.0, 0.1]) if abs(r.real) > 0.5)
+    for T, rtol in ((0.05, 0.006), (0.1, 0.07), (0.2, 0.2)):
+        rate = 1.0 / relaxation_time_1d(grid, dL, C, T, minima)
+        gap = _spectral_gap(grid, dL, C, T)
+        assert rate <= gap
+        assert rate == pytest.approx(gap, rel=rtol), T
+
+
+def test_relaxation_time_overflows_to_inf_and_needs_two_minima() -> None:
+    grid = np.linspace(-2.0, 2.0, 4001)
+    dL = 4.0 * grid * (grid**2 - 1.0)
+    assert relaxation_time_1d(grid, dL, 1.0, 1e-3, (-1.0, 1.0)) == math.inf
+    with pytest.raises(UserError, match="distinct"):
+        relaxation_time_1d(grid, dL, 1.0, 0.1, (1.0, 1.0))
 
 
 def test_bad_input_raises() -> None:

@@ -247,8 +247,8 @@ def test_two_minima_grid_evaluation_matches_per_example_oracle(translation_std: 
     tp = grid[:, 0] - float(x.mean())
     delta0 = loss.potential.log_ratio(tp)
     slope = loss.potential._coef.c1 + 2.0 * loss.potential._coef.c2 * tp
-    assert loss._sigmoid_filler(tp, delta0, slope, 8).__name__ == "factored"
-    assert loss._sigmoid_filler(tp[perm], delta0[perm], slope[perm], 8).__name__ == "direct"
+    assert loss._grid._sigmoid_filler(tp, delta0, slope, 8).__name__ == "factored"
+    assert loss._grid._sigmoid_filler(tp[perm], delta0[perm], slope[perm], 8).__name__ == "direct"
     for points, order in ((grid, slice(None)), (grid[perm], perm)):
         g, h, c = loss.grad_hessian_noise(points)
         for got, want in zip((g[:, 0], h[:, 0, 0], c[:, 0, 0]), oracle):

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from sgdtemp.cli._common import (
     add_output_args,
@@ -16,9 +13,6 @@ from sgdtemp.cli._common import (
     progress_enabled,
 )
 from sgdtemp.errors import UserError
-from sgdtemp.files import atomic_write, write_json
-
-OUTPUTS = ("summary.json", "data.npz")
 
 
 def register(subparsers: Any) -> None:
@@ -29,12 +23,15 @@ def register(subparsers: Any) -> None:
         description="Run the synthetic two-minima study for the isotropic (tilt) and translation "
         "noise models: wide-basin probability from SGD, the SDE and the exact Fokker-Planck law "
         "over a temperature grid (each T reached by two (lr, B) pairs), equilibration flags, and "
-        "the test-loss decomposition under sampling and domain shift. Writes summary.json, "
-        "data.npz and figures to --out.",
+        "the test-loss decomposition under sampling and domain shift. Each cell runs ten of its "
+        "predicted relaxation times; cells that need more than the step budget are listed first "
+        "and not simulated. Writes summary.json, data.npz and figures to --out.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file overriding defaults")
     parser.add_argument(
-        "--quick", action="store_true", help="reduced chains/steps (about a minute on 2 cores)"
+        "--quick",
+        action="store_true",
+        help="fewer chains and a smaller step budget per cell (under 2 minutes on 2 cores)",
     )
     parser.add_argument(
         "--overwrite",
@@ -46,9 +43,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate everything, run the study, then write its results atomically."""
-    from sgdtemp.experiments.two_minima import TwoMinimaConfig, load_config, run_two_minima
-    from sgdtemp.plotting.two_minima import plot_two_minima
+    """Validate everything, plan the cells, run them, then write the results atomically."""
+    from sgdtemp.experiments.two_minima import (
+        OUTPUTS,
+        TwoMinimaConfig,
+        load_config,
+        plan_two_minima,
+        run_two_minima,
+        write_two_minima,
+    )
 
     if args.config is not None:
         config = load_config(args.config, quick=args.quick)
@@ -62,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
             "or pass --overwrite"
         )
     out = ensure_out_dir(out)
-    n_cells = sum(2 * len(nm.temperatures) for nm in config.noise_models.values())
+    plan = plan_two_minima(config)
+    if not args.json:
+        _print_plan(plan)
     bar = None
     if progress_enabled(args.json):
         from tqdm import tqdm
 
-        bar = tqdm(total=n_cells, desc="two-minima", unit="cell")
+        bar = tqdm(total=len(plan.simulated), desc="two-minima", unit="cell")
 
     def progress(label: str) -> None:
         if bar is not None:
@@ -75,39 +80,50 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
 
     try:
-        result = run_two_minima(config, progress=progress)
+        result = run_two_minima(config, plan=plan, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    summary = dict(result.summary)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **result.arrays)  # type: ignore[arg-type]
-    atomic_write(out / "data.npz", buffer.getvalue())
-    figures = plot_two_minima(summary, result.arrays, out)
-    summary["files"] = {
-        "summary": str(out / "summary.json"),
-        "data": str(out / "data.npz"),
-        "figures": [str(p) for p in figures],
-    }
-    write_json(out / "summary.json", summary)
+    summary = write_two_minima(result, out)
     if args.json:
         emit_json(summary)
     else:
         _print_table(summary)
-        print(f"\nwrote {out / 'summary.json'}, {out / 'data.npz'} and {len(figures)} figures")
+        n_figures = len(summary["files"]["figures"])
+        print(f"\nwrote {out / 'summary.json'}, {out / 'data.npz'} and {n_figures} figures")
     return 0
 
 
+def _print_plan(plan: Any) -> None:
+    """The plan, before anything runs: which cells cannot equilibrate within the budget."""
+    print(
+        f"plan: {len(plan.simulated)} of {len(plan.cells)} cells simulated, each for "
+        f"{plan.config.relaxation_multiple:g} predicted relaxation times (budget "
+        f"{plan.config.n_steps} steps per cell)"
+    )
+    for cell in plan.skipped:
+        print(f"  not simulated: {cell.label()}: {cell.summary()['note']}")
+    print()
+
+
+def _num(value: float | None, fmt: str, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+
 def _print_table(summary: dict[str, Any]) -> None:
-    head = f"{'noise':<12}{'T':>8}{'B':>5}{'lr':>8}{'lr*λ':>7}{'SGD':>7}{'SDE':>7}{'FP':>7}"
-    head += f"{'Gibbs':>7}{'eq':>4}{'test(s)':>9}{'test(d)':>9}"
+    head = f"{'noise':<12}{'T':>7}{'B':>4}{'lr':>7}{'lr*λ':>6}{'relax':>9}{'steps':>8}"
+    head += f"{'SGD':>7}{'±':>6}{'SDE':>7}{'FP':>7}{'Gibbs':>7}{'eq':>4}"
     print(head)
     for c in summary["cells"]:
+        eq = c["equilibration"]
+        sgd = c["sgd"] or {}
         print(
-            f"{c['noise']:<12}{c['T']:>8.4g}{c['batch_size']:>5}{c['lr']:>8.3g}"
-            f"{c['lr_sharpness']:>7.3f}{c['p_wide_sgd']:>7.3f}{c['p_wide_sde']:>7.3f}"
-            f"{c['p_wide_fp']:>7.3f}{c['p_wide_gibbs']:>7.3f}{'y' if c['equilibrated'] else 'n':>4}"
-            f"{c['test_loss']['sampling']:>9.4f}{c['test_loss']['domain']:>9.4f}"
+            f"{c['noise']:<12}{c['T']:>7.4g}{c['batch_size']:>4}{c['lr']:>7.3g}"
+            f"{c['lr_sharpness']:>6.2f}{_num(eq['predicted_relaxation_steps'], '.3g', 9)}"
+            f"{eq['steps_run']:>8}{_num(c['p_wide_sgd'], '.3f', 7)}"
+            f"{_num(sgd.get('stderr'), '.3f', 6)}{_num(c['p_wide_sde'], '.3f', 7)}"
+            f"{c['p_wide_fp']:>7.3f}{c['p_wide_gibbs']:>7.3f}"
+            f"{('y' if c['equilibrated'] else 'n') if c['simulated'] else '-':>4}"
         )
     print()
     for check in summary["checks"]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import math
 import os
@@ -40,7 +39,7 @@ import torch
 
 from sgdtemp.errors import UserError
 from sgdtemp.experiments.spec import SweepSpec, load_spec, parse_spec
-from sgdtemp.files import atomic_write, json_safe, write_json
+from sgdtemp.files import json_safe, write_json
 
 __all__ = [
     "Profile",
@@ -244,16 +243,20 @@ def _two_minima_config(choice: Any) -> Any:
 
     if isinstance(choice, TwoMinimaConfig):
         return choice
-    if choice == "smoke":  # a pipeline check: few chains, short runs, two temperatures each
+    if choice == "smoke":  # a pipeline check: few chains, small data, two fast temperatures each
         quick = TwoMinimaConfig.quick()
+        fast = {"isotropic": (0.02, 0.04), "translation": (0.06, 0.065)}
         models = {
-            k: dataclasses.replace(v, temperatures=v.temperatures[:2])
-            for k, v in quick.noise_models.items()
+            k: dataclasses.replace(v, temperatures=fast[k]) for k, v in quick.noise_models.items()
         }
+        # Six predicted relaxation times per cell (the slowest, translation T=0.06 B=1, needs
+        # about 5500 steps) instead of ten: every cell is simulated, in a few seconds.
         return dataclasses.replace(
             quick,
             n_chains=64,
-            n_steps=600,
+            n_steps=6000,
+            min_steps=400,
+            relaxation_multiple=6.0,
             grid_points=601,
             n_train=1024,
             n_test=1024,
@@ -270,24 +273,12 @@ def _two_minima_config(choice: Any) -> Any:
 
 def _two_minima(config: Any, folder: Path) -> bool:
     """Run (or reuse) the two-minima study into ``folder``; True when reused."""
-    from sgdtemp.experiments.two_minima import run_two_minima
-    from sgdtemp.plotting.two_minima import plot_two_minima
+    from sgdtemp.experiments.two_minima import run_two_minima, write_two_minima
 
     if _reusable(folder, dataclasses.asdict(config)):
         return True
     folder.mkdir(parents=True, exist_ok=True)
-    result = run_two_minima(config)
-    summary = dict(result.summary)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **result.arrays)  # type: ignore[arg-type]
-    atomic_write(folder / "data.npz", buffer.getvalue())
-    figures = plot_two_minima(summary, result.arrays, folder)
-    summary["files"] = {
-        "summary": str(folder / "summary.json"),
-        "data": str(folder / "data.npz"),
-        "figures": [str(p) for p in figures],
-    }
-    write_json(folder / "summary.json", summary)
+    write_two_minima(run_two_minima(config), folder)
     return False
 
 

@@ -24,12 +24,10 @@ U''' = -r_1r_2\big[3DD' + (r_1-r_2)D^3\big],$$
 
 with $\kappa_k = 1/w_k^2$ and $D' = \kappa_1-\kappa_2$. Nothing overflows for large $|u|$.
 
-Fast paths. Minibatch gradients need one sigmoid per example. Grid evaluations of $L'$, $L''$
-and $C$ need one sigmoid per (grid point, example) pair (on a uniform grid not even that:
-$e^{-\delta}$ factors into per-point, per-example and shared tables, see
-``TwoMinimaLoss._sigmoid_filler``); every other term is a polynomial in the example's data, so
-the sums over examples are matrix products of the sigmoid matrix with a few data columns (data
-centered on their means for accuracy).
+Fast paths. Grid evaluations of $L'$, $L''$ and $C$ (matrix products over a sigmoid matrix,
+:mod:`sgdtemp.landscapes._two_minima_grid`) and fused minibatch gradients (one sigmoid per
+sampled example, :mod:`sgdtemp.landscapes._two_minima_minibatch`) live in their own modules;
+this one holds the definitions and the straightforward evaluations they are tested against.
 """
 
 from __future__ import annotations
@@ -39,33 +37,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from sgdtemp.errors import UserError
 from sgdtemp.landscapes._base import AbstractPerExampleLoss
+from sgdtemp.landscapes._two_minima_grid import CenteredData, GridEvaluator
+from sgdtemp.landscapes._two_minima_minibatch import MinibatchGradient
 
 __all__ = ["MixturePotential", "TwoMinimaLoss", "sample_two_minima_data"]
 
-# Elements of one (grid points x examples) block in grid evaluations: large enough to amortize
-# per-call overhead, small enough to stay in cache.
+# Elements of one (grid points x examples) block in the straightforward evaluations (loss, third
+# derivative): large enough to amortize per-call overhead, small enough to stay in cache.
 _CHUNK_ELEMENTS = 1 << 17
-# Up to this many (point, example) pairs, reductions are elementwise products and sums instead of
-# matrix products (BLAS calls cost more than the work on tiny blocks).
-_SMALL_ELEMENTS = 1 << 15
-# Grid evaluations on a uniform grid skip the per-pair sigmoid when the grid's D(theta) is affine
-# in the point index to within this many ulps of max |D| (a linspace grid: a few), and no exponent
-# of the factors exceeds _EXP_SAFE in magnitude.
-_UNIFORM_ULPS = 64
-_EPS64 = 2.0**-52
-_EXP_SAFE = 300.0
-# Minibatch gradients are computed for blocks of chains with about this many examples at once, so
-# that the intermediate arrays stay in cache (measured about 2.5x faster than one block of 4096x32).
-_MINIBATCH_CHUNK_ELEMENTS = 1 << 15
-# sigmoid(delta) is exactly 1 in float64 above 37 (we use 37.5) and below e^-40 under -40.
-_SATURATED_HIGH = 37.5
-_SATURATED_LOW = -40.0
 # Points of the scan that brackets the critical points of L, and bisection steps that refine them.
 _SCAN_POINTS = 1025
 _BISECTION_STEPS = 64
@@ -190,22 +174,6 @@ class MixturePotential:
         return -r1 * r2 * (3.0 * (c.k1 - c.k2) * d + (r1 - r2) * d**3)
 
 
-def _affine_rows(q: Tensor, coef: Tensor, lin: Tensor, *, out: Tensor) -> None:
-    """``out = q + coef @ lin``: ``(1, N), (rows, 2), (2, N) -> (rows, N)``."""
-    if out.numel() <= _SMALL_ELEMENTS:
-        torch.addcmul(q + coef[:, :1] * lin[0], coef[:, 1:], lin[1], out=out)
-    else:
-        torch.addmm(q, coef, lin, out=out)
-
-
-def _row_products(block: Tensor, cols: Tensor, *, out: Tensor) -> None:
-    """``out = block @ cols.T``: ``(rows, N), (k, N) -> (rows, k)``."""
-    if block.numel() * cols.shape[0] <= _SMALL_ELEMENTS:
-        torch.sum(block.unsqueeze(1) * cols, dim=2, out=out)
-    else:
-        torch.mm(block, cols.t(), out=out)
-
-
 def sample_two_minima_data(
     n: int,
     *,
@@ -295,43 +263,12 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         self.x = x
         self.xi = xi
         self.n_examples = int(x.numel())
-        c = potential._coef
-        n = self.n_examples
-        # Centered data: u = theta - x_n = (theta - xbar) - xt_n.
-        self._xbar = float(x.mean())
-        self._xibar = float(xi.mean())
-        xt = x - self._xbar
-        # g_n = k1 (th - m1) + xibar + h_n - sigma_n (D(th) - 2 c2 xt_n), th = theta - xbar
-        h = (xi - self._xibar) - c.k1 * xt
-        self._xt = xt.contiguous()
-        self._xt_min, self._xt_max = float(xt.min()), float(xt.max())
-        self._h = h.contiguous()
-        h_mean = float(h.mean())
-        self._data_moments = (
-            float(xt.mean()),
-            float((xt * xt).mean()),
-            h_mean,
-            float(((h - h_mean) ** 2).mean()),
-            float((h * xt).mean()),
-        )  # mean xt, mean xt^2, mean h, var h, mean h xt
-        ones = torch.ones_like(xt)
-        # delta_n = delta(theta') - D(theta') xt_n + c2 xt_n^2 = q + [delta, D] @ [1; -xt]
-        self._q = (c.c2 * xt * xt).unsqueeze(0)
-        self._lin = torch.stack([ones, -xt])
-        # Columns whose sigma- and sigma^2-weighted means give every grid quantity, (k, N) / N.
-        self._cols1 = torch.stack([ones, xt, xt * xt, h, xt * h]) / n
-        self._cols2 = torch.stack([ones, xt, xt * xt]) / n
+        # The fast kernels share the centered data; the grid one is built on first use.
+        self._data = CenteredData.build(potential, x, xi)
+        self._grid_evaluator: GridEvaluator | None = None
+        self._minibatch = MinibatchGradient(potential, self._data)
         self._critical: tuple[Tensor, Tensor] | None = None
         self._wide = potential.wide
-        # In theta (not theta' = theta - xbar): D = d0 + 2 c2 theta,
-        # delta = delta0 + (delta1 + c2 theta) theta, gradient base g0 + k1 theta.
-        xbar = self._xbar
-        self._fused_constants = (
-            c.c1 - 2.0 * c.c2 * xbar,
-            c.c0 - c.c1 * xbar + c.c2 * xbar**2,
-            c.c1 - 2.0 * c.c2 * xbar,
-            self._xibar - c.k1 * (xbar + c.m1),
-        )
 
     # ------------------------------------------------------------------ properties and helpers
 
@@ -362,182 +299,11 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         out = [fn(chunk.unsqueeze(1) - x).mean(dim=1) for chunk in theta.split(rows)]
         return torch.cat(out) if out else theta.new_empty(0)
 
-    def _sigmoid_moments(self, tp: Tensor, *, centered: bool) -> tuple[Tensor, Tensor | None]:
-        r"""Sigmoid-weighted data moments at centered points ``tp`` (G,).
-
-        With $\sigma_n = \sigma(\delta(\theta' - \tilde x_n))$ and, when ``centered``,
-        $\tau_n = \sigma_n - \sigma(\delta(\theta'))$ (small when the translations are: this
-        keeps the variance free of cancellation).
-
-        Args:
-            tp: centered points $\theta' = \theta - \bar x$, ``(G,)``.
-            centered: weight by $\tau$ and also return the $\tau^2$-weighted moments;
-                otherwise weight by $\sigma$ and return only the first two columns.
-
-        Returns:
-            ``(M1, M2)``: ``M1[:, j]`` is the mean over examples of $\tau_n f_{nj}$ with
-            $f = (1, \tilde x, \tilde x^2, h, \tilde x h)$, ``(G, 5)`` (of $\sigma_n f_{nj}$ for
-            $j < 2$, ``(G, 2)``, when not ``centered``); ``M2[:, j]`` is the mean of
-            $\tau_n^2 (1, \tilde x, \tilde x^2)_j$, ``(G, 3)``, or None.
-        """
-        dtype = tp.dtype
-        cols1 = (self._cols1 if centered else self._cols1[:2]).to(dtype)
-        cols2 = self._cols2.to(dtype)
-        # Points where every sigma_n is saturated need no sigmoid: there tau = 0 and
-        # sigma_n = 1 (delta > 37: exactly) or 0 (delta < -40: up to e^-40).
-        lo, hi = self._log_ratio_range(tp)
-        high = lo > _SATURATED_HIGH
-        active = ~(high | (hi < _SATURATED_LOW))
-        if centered:
-            m1 = tp.new_zeros((tp.numel(), cols1.shape[0]))
-            m2: Tensor | None = tp.new_zeros((tp.numel(), cols2.shape[0]))
-        else:
-            m1 = high.to(dtype).unsqueeze(1) * cols1.sum(dim=1)  # saturated: sigma_n = 1 or 0
-            m2 = None
-        rows = torch.nonzero(active).squeeze(1)
-        if rows.numel() > 0:
-            a1, a2 = self._sigmoid_moments_dense(tp[rows], cols1, cols2 if centered else None)
-            m1[rows] = a1
-            if m2 is not None and a2 is not None:
-                m2[rows] = a2
-        return m1, m2
-
-    def _log_ratio_range(self, tp: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Least and largest $\delta(\theta' - \tilde x_n)$ over the examples, each ``(G,)``."""
-        c = self.potential._coef
-        u_lo, u_hi = tp - self._xt_max, tp - self._xt_min
-        d_lo, d_hi = self.potential.log_ratio(u_lo), self.potential.log_ratio(u_hi)
-        least, largest = torch.minimum(d_lo, d_hi), torch.maximum(d_lo, d_hi)
-        if c.c2 != 0.0:  # the vertex of the parabola, where it lies inside the range
-            vertex = -c.c1 / (2.0 * c.c2)
-            inside = (u_lo <= vertex) & (vertex <= u_hi)
-            at_vertex = c.c0 - c.c1**2 / (4.0 * c.c2)
-            if c.c2 > 0:
-                least = torch.where(inside, torch.clamp(least, max=at_vertex), least)
-            else:
-                largest = torch.where(inside, torch.clamp(largest, min=at_vertex), largest)
-        return least, largest
-
-    def _sigmoid_moments_dense(
-        self, tp: Tensor, cols1: Tensor, cols2: Tensor | None
-    ) -> tuple[Tensor, Tensor | None]:
-        """:meth:`_sigmoid_moments` evaluated at every point (``cols2`` given: centered)."""
-        c = self.potential._coef
-        delta0 = self.potential.log_ratio(tp)
-        d = c.c1 + 2.0 * c.c2 * tp  # D(theta'), (G,)
-        sig0 = torch.sigmoid(delta0).unsqueeze(1)
-        g = tp.numel()
-        m1 = tp.new_empty((g, cols1.shape[0]))
-        m2 = tp.new_empty((g, cols2.shape[0])) if cols2 is not None else None
-        rows = self._rows()
-        buf = tp.new_empty((min(rows, g), self.n_examples))
-        fill = self._sigmoid_filler(tp, delta0, d, min(rows, g))
-        for start in range(0, g, rows):
-            stop = min(g, start + rows)
-            block = buf[: stop - start]
-            fill(start, stop, block)  # sigma_n at each point, (rows, N)
-            if m2 is not None:
-                block.sub_(sig0[start:stop])
-            _row_products(block, cols1, out=m1[start:stop])
-            if m2 is not None and cols2 is not None:
-                block.square_()
-                _row_products(block, cols2, out=m2[start:stop])
-        return m1, m2
-
-    def _sigmoid_filler(
-        self, tp: Tensor, delta0: Tensor, d: Tensor, rows: int
-    ) -> Callable[[int, int, Tensor], None]:
-        r"""A function that writes $\sigma_n(\theta'_i)$ for points ``start:stop`` into a block.
-
-        In general one sigmoid per (point, example) pair. On a uniform grid (the Fokker–Planck
-        case) no pair needs a transcendental: with $\delta_n(\theta') = \delta(\theta') -
-        D(\theta')\tilde x_n + c_2\tilde x_n^2$ and $D_i = D_{i_0} + (i - i_0)\Delta$ affine in
-        the point index,
-
-        $$e^{-\delta_n(\theta'_i)} = e^{-\delta(\theta'_i)}\;
-        e^{D_{i_0}\tilde x_n - c_2\tilde x_n^2}\; e^{(i - i_0)\Delta\,\tilde x_n},$$
-
-        a per-point factor, a per-block factor ($N$ exponentials per block) and a table shared by
-        all blocks, so $\sigma_n = 1/(1 + e^{-\delta_n})$ costs two multiplications and a
-        division. Every factor is a correctly rounded exponential of a small exponent, so this is
-        as accurate as the direct sigmoid (whose argument carries the rounding of the sum). The
-        grid counts as uniform when $D_i$ deviates from the line through its ends by at most a
-        few ulps of $\max|D|$; the factors are used only where no exponent exceeds
-        ``_EXP_SAFE`` in magnitude (their products can then only overflow to ``inf`` or underflow
-        to 0 where $\sigma$ is 0 or 1 to double precision).
-        """
-        c = self.potential._coef
-        g = tp.numel()
-        x_abs = max(abs(self._xt_min), abs(self._xt_max))
-        uniform = g >= 2 and tp.dtype == torch.float64
-        if uniform:
-            d_max = float(d.abs().max())
-            slope = (d[-1] - d[0]) / (g - 1)
-            line = torch.arange(g, dtype=tp.dtype, device=tp.device).mul_(slope).add_(d[0])
-            uniform = float((d - line).abs().max()) <= _UNIFORM_ULPS * _EPS64 * d_max
-            uniform = uniform and float(delta0.abs().max()) <= _EXP_SAFE
-            uniform = uniform and d_max * x_abs + abs(c.c2) * x_abs**2 <= _EXP_SAFE
-        if not uniform:
-            q, lin = self._q.to(tp.dtype), self._lin.to(tp.dtype)
-            coef = torch.stack([delta0, d], dim=1)  # (G, 2)
-
-            def direct(start: int, stop: int, block: Tensor) -> None:
-                _affine_rows(q, coef[start:stop], lin, out=block)  # delta_n, (rows, N)
-                block.sigmoid_()
-
-            return direct
-
-        xt = self._xt.to(tp.dtype)
-        quad = c.c2 * xt * xt
-        per_point = torch.exp(-delta0).unsqueeze(1)  # (G, 1)
-        offsets = torch.arange(rows, dtype=tp.dtype, device=tp.device) * slope
-        table = torch.exp(torch.outer(offsets, xt))  # (rows, N)
-
-        def factored(start: int, stop: int, block: Tensor) -> None:
-            per_block = torch.exp(torch.addcmul(-quad, d[start], xt))  # (N,)
-            torch.mul(table[: stop - start], per_point[start:stop], out=block)
-            block.mul_(per_block).add_(1.0).reciprocal_()  # 1 / (1 + e^(-delta_n))
-
-        return factored
-
-    def _grad_hess_cov(self, tp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        r"""$L'$, $L''$ and $C$ at centered flat points ``tp`` from one pass over the data.
-
-        The mixture part of example $n$'s gradient is $s_n = w_n\sigma_n$ with
-        $w_n = D(\theta') - 2c_2\tilde x_n$; split $\sigma_n = \sigma_0 + \tau_n$ and
-        $s_n = D\sigma_0 + r_n$, $r_n = -2c_2\sigma_0\tilde x_n + w_n\tau_n$, so that
-        $g_n - \bar g = (h_n - \bar h) - (r_n - \bar r)$ involves only small terms.
-        """
-        c = self.potential._coef
-        m1, m2 = self._sigmoid_moments(tp, centered=True)
-        assert m2 is not None
-        t0, t1, t2, th, txh = m1.unbind(1)
-        q0, q1, q2 = m2.unbind(1)
-        mu1, mu2, h_mean, h_var, hx_mean = self._data_moments
-        d = c.c1 + 2.0 * c.c2 * tp
-        delta0 = self.potential.log_ratio(tp)
-        sig0, sig0c = torch.sigmoid(delta0), torch.sigmoid(-delta0)
-        c2 = c.c2
-        r_mean = -2.0 * c2 * sig0 * mu1 + d * t0 - 2.0 * c2 * t1
-        r_sq = (
-            4.0 * c2**2 * sig0**2 * mu2
-            + d * d * q0
-            + 4.0 * c2**2 * q2
-            - 4.0 * c2 * sig0 * d * t1
-            + 8.0 * c2**2 * sig0 * t2
-            - 4.0 * c2 * d * q1
-        )
-        hr_mean = -2.0 * c2 * sig0 * hx_mean + d * th - 2.0 * c2 * txh
-        cov = h_var - 2.0 * (hr_mean - h_mean * r_mean) + (r_sq - r_mean * r_mean)
-        grad = c.k1 * (tp - c.m1) + self._xibar + h_mean - (d * sig0 + r_mean)
-        # U''(u_n) = k1 + (k2 - k1) sigma_n - sigma_n (1 - sigma_n) w_n^2, with
-        # sigma (1 - sigma) = sig0 sig0c + (1 - 2 sig0) tau - tau^2.
-        w_sq_mean = d * d - 4.0 * c2 * d * mu1 + 4.0 * c2**2 * mu2
-        w_sq_t = d * d * t0 - 4.0 * c2 * d * t1 + 4.0 * c2**2 * t2
-        w_sq_q = d * d * q0 - 4.0 * c2 * d * q1 + 4.0 * c2**2 * q2
-        spread = sig0 * sig0c * w_sq_mean + (sig0c - sig0) * w_sq_t - w_sq_q
-        hess = c.k1 + (c.k2 - c.k1) * (sig0 + t0) - spread
-        return grad, hess, cov.clamp_min(0.0)
+    @property
+    def _grid(self) -> GridEvaluator:
+        if self._grid_evaluator is None:
+            self._grid_evaluator = GridEvaluator(self.potential, self._data)
+        return self._grid_evaluator
 
     # ------------------------------------------------------------------ AbstractLandscape
 
@@ -550,17 +316,12 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
     def grad(self, theta: Tensor) -> Tensor:
         """Gradient, ``(..., 1) -> (..., 1)``."""
         flat, batch = self._flat(theta)
-        c = self.potential._coef
-        tp = flat - self._xbar
-        m1, _ = self._sigmoid_moments(tp, centered=False)
-        s_mean = (c.c1 + 2.0 * c.c2 * tp) * m1[:, 0] - 2.0 * c.c2 * m1[:, 1]
-        out = c.k1 * (tp - c.m1) + self._xibar - s_mean
-        return out.reshape(*batch, 1)
+        return self._grid.grad(flat - self._data.xbar).reshape(*batch, 1)
 
     def hessian(self, theta: Tensor) -> Tensor:
         """Hessian, ``(..., 1) -> (..., 1, 1)``."""
         flat, batch = self._flat(theta)
-        _, hess, _ = self._grad_hess_cov(flat - self._xbar)
+        _, hess, _ = self._grid.grad_hess_cov(flat - self._data.xbar)
         return hess.reshape(*batch, 1, 1)
 
     def third_derivative(self, theta: Tensor) -> Tensor:
@@ -575,7 +336,7 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         without replacement).
         """
         flat, batch = self._flat(theta)
-        _, _, cov = self._grad_hess_cov(flat - self._xbar)
+        _, _, cov = self._grid.grad_hess_cov(flat - self._data.xbar)
         return cov.reshape(*batch, 1, 1)
 
     def grad_hessian_noise(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -593,7 +354,7 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
             ``(grad (..., 1), hessian (..., 1, 1), noise_cov (..., 1, 1))``.
         """
         flat, batch = self._flat(theta)
-        grad, hess, cov = self._grad_hess_cov(flat - self._xbar)
+        grad, hess, cov = self._grid.grad_hess_cov(flat - self._data.xbar)
         return grad.reshape(*batch, 1), hess.reshape(*batch, 1, 1), cov.reshape(*batch, 1, 1)
 
     def minimizers(self) -> Tensor:
@@ -623,8 +384,8 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         # For theta < m1 + min x - max(xibar, 0)/k_min every u_n < m1, so U' <= k_min (u - m1)
         # and L' < 0; symmetrically L' > 0 on the right. All critical points lie in [lo, hi].
         k_min, w_max = min(c.k1, c.k2), max(self.potential.w)
-        lo = c.m1 + float(self.x.min()) - max(self._xibar, 0.0) / k_min - 2.0 * w_max
-        hi = c.m2 + float(self.x.max()) + max(-self._xibar, 0.0) / k_min + 2.0 * w_max
+        lo = c.m1 + float(self.x.min()) - max(self._data.xibar, 0.0) / k_min - 2.0 * w_max
+        hi = c.m2 + float(self.x.max()) + max(-self._data.xibar, 0.0) / k_min + 2.0 * w_max
         grid = torch.linspace(lo, hi, _SCAN_POINTS, dtype=self.x.dtype, device=self.x.device)
         positive = self._grad_flat(grid) > 0
         up = (~positive[:-1]) & positive[1:]  # L' from <= 0 to > 0: a minimum
@@ -684,16 +445,9 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
     def minibatch_grad(self, theta: Tensor, idx: Tensor) -> Tensor:
         r"""Mean gradient of each chain's minibatch, fused: one sigmoid per example.
 
-        With $\theta' = \theta - \bar x$, $\tilde x_b = x_b - \bar x$ and $\sigma_b$ the
-        responsibility of component 2 at $u_b = \theta' - \tilde x_b$,
-
-        $$\hat g = \kappa_1(\theta' - m_1) + \bar\xi + \overline{h}_{\mathcal B}
-        - D(\theta')\,\overline{\sigma}_{\mathcal B} + 2c_2\,\overline{\sigma\tilde x}_{\mathcal B},
-        \qquad h_b = (\xi_b - \bar\xi) - \kappa_1\tilde x_b .$$
-
-        On the CPU the gathers and sums run in compiled loops around PyTorch's sigmoid
-        (:mod:`sgdtemp.landscapes._two_minima_kernels`); elsewhere in PyTorch operations. With
-        ``theta`` requiring grad it is the (differentiable) mean of :meth:`example_grads`.
+        The fused formula and its CPU and portable kernels are in
+        :mod:`sgdtemp.landscapes._two_minima_minibatch`. With ``theta`` requiring grad it is the
+        (differentiable) mean of :meth:`example_grads`.
 
         Args:
             theta: parameters, ``(chains, 1)``.
@@ -705,79 +459,4 @@ class TwoMinimaLoss(AbstractPerExampleLoss):
         if theta.requires_grad:  # the fused paths below are not differentiable
             return super().minibatch_grad(theta, idx)
         th = theta[:, 0].to(torch.promote_types(theta.dtype, self.x.dtype))
-        if {theta.device.type, idx.device.type, self.x.device.type} == {"cpu"}:
-            return self._minibatch_grad_cpu(th, idx)
-        return self._minibatch_grad_torch(th, idx)
-
-    def _minibatch_grad_cpu(self, th: Tensor, idx: Tensor) -> Tensor:
-        """:meth:`minibatch_grad` with compiled gathers and sums around PyTorch's sigmoid."""
-        # Imported here: Numba costs 0.4 s to import, paid only by code that simulates.
-        from sgdtemp.landscapes._two_minima_kernels import finish_gradient, gather_arguments
-
-        c = self.potential._coef
-        d0, delta0, delta1, g0 = self._fused_constants
-        chains, batch = idx.shape
-        xt, h = (t.to(th.dtype).numpy() for t in (self._xt, self._h))
-        th_np = th.contiguous().numpy()
-        idx_np = idx.contiguous().numpy()
-        out = torch.empty(chains, dtype=th.dtype)
-        out_np = out.numpy()
-        rows = min(chains, max(1, _MINIBATCH_CHUNK_ELEMENTS // batch))
-        z = torch.empty((rows, batch), dtype=th.dtype)
-        z_np, w, h_sum = (
-            z.numpy(),
-            np.empty((rows, batch), th_np.dtype),
-            np.empty(rows, th_np.dtype),
-        )
-        for start in range(0, chains, rows):
-            stop = min(chains, start + rows)
-            r = stop - start
-            gather_arguments(
-                th_np[start:stop],
-                idx_np[start:stop],
-                xt,
-                h,
-                d0,
-                delta0,
-                delta1,
-                c.c2,
-                z_np[:r],
-                w[:r],
-                h_sum[:r],
-            )
-            z[:r].sigmoid_()
-            finish_gradient(
-                th_np[start:stop],
-                z_np[:r],
-                w[:r],
-                h_sum[:r],
-                g0,
-                c.k1,
-                1.0 / batch,
-                out_np[start:stop],
-            )
-        return out.unsqueeze(1)
-
-    def _minibatch_grad_torch(self, th: Tensor, idx: Tensor) -> Tensor:
-        """:meth:`minibatch_grad` in PyTorch operations (any device)."""
-        c = self.potential._coef
-        d0, delta0, delta1, g0 = self._fused_constants
-        chains, batch = idx.shape
-        # Per chain, once: -D(theta'), delta(theta') and the base k1 (theta' - m1) + xibar.
-        neg_d = th.mul(-2.0 * c.c2).sub_(d0).unsqueeze(1)
-        delta = th.mul(c.c2).add_(delta1).mul_(th).add_(delta0).unsqueeze(1)
-        total = torch.empty_like(th)  # per chain: sum over the batch of h_b + sigma_b w_b
-        idx = idx.contiguous()
-        # Blocks of chains keep the (rows, B) intermediates in cache; few, fused operations per
-        # block, since with small batches the per-call cost dominates.
-        rows = max(1, _MINIBATCH_CHUNK_ELEMENTS // batch)
-        for start in range(0, chains, rows):
-            stop = min(chains, start + rows)
-            flat = idx[start:stop].view(-1)
-            xb = self._xt.index_select(0, flat).view(stop - start, batch)
-            hb = self._h.index_select(0, flat).view(stop - start, batch)
-            w = torch.add(neg_d[start:stop], xb, alpha=c.c2)  # c2 xt_b - D
-            sig = torch.addcmul(delta[start:stop], xb, w).sigmoid_()  # sigma_b
-            w.add_(xb, alpha=c.c2)  # w_b = 2 c2 xt_b - D
-            torch.sum(hb.addcmul_(sig, w), dim=1, out=total[start:stop])
-        return th.mul(c.k1).add_(g0).add_(total, alpha=1.0 / batch).unsqueeze(1)
+        return self._minibatch(th, idx)

@@ -66,23 +66,33 @@ def _densities(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> 
             cell = min((c for c in cells if c["T"] == temp), key=lambda c: c["batch_size"])
             key = f"{noise}_T{_temps(cells).index(temp)}_B{cell['batch_size']}"
             ax.plot(g, arrays[f"{key}_fp_density"], color=_COLORS["fp"], label="Fokker–Planck")
-            ax.step(
-                centers, arrays[f"{key}_sgd_hist"], where="mid", color=_COLORS["sgd"], label="SGD"
-            )
-            ax.step(
-                centers,
-                arrays[f"{key}_sde_hist"],
-                where="mid",
-                color=_COLORS["sde"],
-                alpha=0.7,
-                label="SDE",
-            )
+            if cell["simulated"]:
+                ax.step(
+                    centers,
+                    arrays[f"{key}_sgd_hist"],
+                    where="mid",
+                    color=_COLORS["sgd"],
+                    label="SGD",
+                )
+                ax.step(
+                    centers,
+                    arrays[f"{key}_sde_hist"],
+                    where="mid",
+                    color=_COLORS["sde"],
+                    alpha=0.7,
+                    label="SDE",
+                )
+                flag = "" if cell["equilibrated"] else " (not equilibrated)"
+            else:
+                flag = " (not simulated: relaxation > budget)"
             ax.set_xlim(lo, hi)
-            flag = "" if cell["equilibrated"] else " (not equilibrated)"
             ax.set_title(f"{noise} T={temp:g} B={cell['batch_size']}{flag}", fontsize=8)
             ax.set_xlabel("θ")
         row[0].set_ylabel("stationary density")
-        row[0].legend(fontsize=7)
+        simulated = [ax for ax in row if len(ax.get_lines()) > 1]  # FP, SGD and SDE
+        (simulated or [row[0]])[0].legend(fontsize=7)
+        for ax in row[len(_temps(cells)) :]:
+            ax.set_visible(False)
     fig.tight_layout()
     return fig
 
@@ -93,11 +103,22 @@ def _p_wide(summary: Mapping[str, Any]) -> Figure:
     for ax, noise in zip(axes[0], noises):
         cells = _cells(summary, noise)
         temps = _temps(cells)
-        for source, marker in (("sgd", "o"), ("sde", "s")):
+        # SDE markers slightly right of their T, SGD's on top, so neither hides the other.
+        for source, marker, shift, z in (("sde", "s", 1.012, 2), ("sgd", "o", 1.0, 3)):
             for c in cells:
-                face = _COLORS[source] if c[source]["equilibrated"] else "none"
-                ax.plot(
-                    c["T"], c[f"p_wide_{source}"], marker, mfc=face, color=_COLORS[source], ms=5
+                if not c["simulated"]:
+                    continue
+                stats = c[source]
+                face = _COLORS[source] if stats["equilibrated"] else "none"
+                ax.errorbar(
+                    c["T"] * shift,
+                    stats["p_wide"],
+                    zorder=z,
+                    yerr=stats["stderr"],
+                    fmt=marker,
+                    mfc=face,
+                    color=_COLORS[source],
+                    ms=5,
                 )
             ax.plot([], [], marker, color=_COLORS[source], label=source.upper())
         fp = [np.mean([c["p_wide_fp"] for c in cells if c["T"] == t]) for t in temps]
@@ -108,56 +129,56 @@ def _p_wide(summary: Mapping[str, Any]) -> Figure:
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("temperature T = lr / B")
         ax.set_ylabel("P(wide basin)")
-        ax.set_title(f"{noise} (open markers: not equilibrated)")
+        ax.set_title(f"{noise}\n(open markers: not equilibrated; none: not simulated)", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _test_loss(summary: Mapping[str, Any]) -> Figure:
+    """Expected test loss vs T: the exact law's decomposition stacked, SGD's measurement on it."""
     noises = list(summary["noise_models"])
     kinds = ("sampling", "domain")
-    terms = ("vertical", "shift_curvature", "cross", "bias_curvature", "covariance_curvature")
+    terms = ("shift_curvature", "cross", "bias_curvature", "covariance_curvature")
     fig, axes = plt.subplots(len(noises), 2, figsize=(11, 3.6 * len(noises)), squeeze=False)
     for row, noise in zip(axes, noises):
         cells = _cells(summary, noise)
         temps = _temps(cells)
         for ax, kind in zip(row, kinds):
             x = np.arange(len(temps))
+            groups = [[c for c in cells if c["T"] == t] for t in temps]
+            mixed = [[c["decomposition_fp"][kind]["mixed"] for c in g] for g in groups]
+            depth = np.array(
+                [
+                    _mean([m["predicted_test_loss"] - sum(m[k] for k in terms) for m in ms])
+                    for ms in mixed
+                ]
+            )
             bottom_pos = np.zeros(len(temps))
             bottom_neg = np.zeros(len(temps))
-            depth = []
-            for t in temps:
-                group = [c for c in cells if c["T"] == t]
-                mixed = [c["decomposition"][kind]["mixed"] for c in group]
-                depth.append(
-                    np.mean(
-                        [m["predicted_test_loss"] - sum(m[k] for k in terms[1:]) for m in mixed]
-                    )
-                )
-            for term in terms[1:]:
-                vals = np.array(
-                    [
-                        np.mean(
-                            [c["decomposition"][kind]["mixed"][term] for c in cells if c["T"] == t]
-                        )
-                        for t in temps
-                    ]
-                )
+            for term in terms:
+                vals = np.array([_mean([m[term] for m in ms]) for ms in mixed])
                 base = np.where(vals >= 0, bottom_pos, bottom_neg)
-                ax.bar(x, vals, bottom=np.asarray(depth) + base, label=term.replace("_", " "))
+                ax.bar(x, vals, bottom=depth + base, label=term.replace("_", " "))
                 bottom_pos += np.where(vals >= 0, vals, 0)
                 bottom_neg += np.where(vals < 0, vals, 0)
+            law = [_mean([c["test_loss_fp"][kind] for c in g]) for g in groups]
             measured = [
-                np.mean([c["test_loss"][kind] for c in cells if c["T"] == t]) for t in temps
+                _mean([c["test_loss"][kind] for c in g if c["simulated"] and c["equilibrated"]])
+                for g in groups
             ]
-            ax.plot(x, measured, "ko-", label="measured (SGD samples)")
+            ax.plot(x, law, "k_", ms=20, mew=2, label="Fokker–Planck law (exact)")
+            ax.plot(x, measured, "o", color="k", mfc="white", label="SGD (equilibrated cells)")
             ax.plot(x, depth, "_", color="0.3", ms=20, label="test depth L̃*")
             ax.set_xticks(x, [f"{t:g}" for t in temps])
             ax.set_xlabel("temperature T")
             ax.set_ylabel("expected test loss")
-            ax.set_title(f"{noise}: {kind} shift")
-            lo = min(min(depth), min(measured))
+            ax.set_title(f"{noise}: {kind} shift (bars: the law's decomposition)")
+            lo = float(np.nanmin([*depth, *law]))
             ax.set_ylim(bottom=lo - 0.1 * abs(lo) - 0.05)
         row[0].legend(fontsize=7)
     fig.tight_layout()
@@ -178,7 +199,8 @@ def _iso_t(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Figu
         info = summary["noise_models"][noise]
         lo, hi = min(info["minimizers"]) - 2.0, max(info["minimizers"]) + 2.5
         for ax, temp in zip(row, temps):
-            for c in (c for c in cells if c["T"] == temp):
+            simulated = [c for c in cells if c["T"] == temp and c["simulated"]]
+            for c in simulated:
                 key = f"{noise}_T{temps.index(temp)}_B{c['batch_size']}"
                 ax.step(
                     centers,
@@ -187,10 +209,15 @@ def _iso_t(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Figu
                     label=f"B={c['batch_size']}, lr={c['lr']:.3g}",
                 )
             ax.set_xlim(lo, hi)
-            ax.set_title(f"{noise} T={temp:g}", fontsize=8)
-            ax.legend(fontsize=6)
+            ax.set_title(
+                f"{noise} T={temp:g}" + ("" if simulated else " (not simulated)"), fontsize=8
+            )
+            if simulated:
+                ax.legend(fontsize=6)
             ax.set_xlabel("θ")
         row[0].set_ylabel("SGD density (iso-T pairs)")
+        for ax in row[len(temps) :]:
+            ax.set_visible(False)
     fig.tight_layout()
     return fig
 

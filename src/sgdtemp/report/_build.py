@@ -28,8 +28,11 @@ _TWO_MINIMA_FIGURES = {
     "per-example gradient variance C(θ) (the noise model).",
     "densities": "Stationary densities: SGD histograms, the SDE, the exact Fokker–Planck law "
     "and the Gibbs law in L.",
-    "p_wide": "Probability of the wide basin vs T from SGD, the SDE, Fokker–Planck and Gibbs.",
-    "test_loss": "Expected test loss vs T and its decomposition (theory §1.3).",
+    "p_wide": "Probability of the wide basin vs T from SGD, the SDE (± one standard error; "
+    "filled: equilibrated), the exact Fokker–Planck law and the Gibbs law in L. Cells whose "
+    "predicted relaxation exceeds the step budget are not simulated.",
+    "test_loss": "Expected test loss vs T: the decomposition of the exact Fokker–Planck law "
+    "(theory §1.3), the law's expectation and SGD's measurement in equilibrated cells.",
     "iso_temperature": "Temperature invariance: SGD densities of the (lr, B) pairs of each T.",
 }
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         kramers_rate_1d,
         log_mean_first_passage_time_1d,
         mean_first_passage_time_1d,
+        relaxation_time_1d,
     )
     from sgdtemp.theory.laplace import (
         crossover_temperature,
@@ -97,6 +98,7 @@ __all__ = [
     "kramers_rate_1d",
     "mean_first_passage_time_1d",
     "log_mean_first_passage_time_1d",
+    "relaxation_time_1d",
     # 2-D Fokker–Planck with full, state-dependent diffusion
     "Grid2D",
     "FokkerPlanck2D",
@@ -165,7 +167,12 @@ _LAZY: dict[str, str] = {
         "fokker_planck_2d",
     ),
     **dict.fromkeys(
-        ("kramers_rate_1d", "log_mean_first_passage_time_1d", "mean_first_passage_time_1d"),
+        (
+            "kramers_rate_1d",
+            "log_mean_first_passage_time_1d",
+            "mean_first_passage_time_1d",
+            "relaxation_time_1d",
+        ),
         "kramers",
     ),
     **dict.fromkeys(
