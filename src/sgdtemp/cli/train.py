@@ -51,7 +51,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", required=True, help="mlp, cnn (the reference CNN), resnet")
     parser.add_argument("--lr", type=float, required=True, help="learning rate (constant)")
     parser.add_argument("--batch-size", type=int, required=True, help="minibatch size B")
-    parser.add_argument("--epochs", type=int, required=True, help="passes over the data")
+    parser.add_argument(
+        "--epochs", type=int, help="passes over the data (required unless --until stationary)"
+    )
+    parser.add_argument(
+        "--until",
+        choices=("epochs", "stationary"),
+        default="epochs",
+        help="stop after --epochs, or once the train objective is stationary (the stated rule "
+        "of sgdtemp.train.stationarity), within --max-sde-time",
+    )
+    parser.add_argument(
+        "--max-sde-time",
+        type=float,
+        metavar="T",
+        help="with --until stationary: the budget in SDE time (steps x lr, whole epochs)",
+    )
     parser.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient")
     parser.add_argument(
@@ -118,6 +133,19 @@ def run(args: argparse.Namespace) -> int:
     # ---- everything is checked before any training
     require_positive("--lr", args.lr)
     require_positive("--batch-size", args.batch_size)
+    stationary = None
+    if args.until == "stationary":
+        if args.max_sde_time is None:
+            raise UserError("--until stationary needs --max-sde-time (the budget in SDE time)")
+        require_positive("--max-sde-time", args.max_sde_time)
+        from sgdtemp.train.options import StationaryOptions
+
+        stationary = StationaryOptions(max_sde_time=args.max_sde_time)
+        args.epochs = 0 if args.epochs is None else args.epochs
+    elif args.max_sde_time is not None:
+        raise UserError("--max-sde-time needs --until stationary")
+    if args.epochs is None:
+        raise UserError("--epochs is required (or --until stationary --max-sde-time T)")
     if args.epochs < 0:
         raise UserError(f"--epochs must be a non-negative integer, got {args.epochs}")
     if not 0.0 <= args.momentum < 1.0:
@@ -141,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         replacement=args.replacement,
         device=str(device),
         divergence_bound=args.divergence_bound,
+        stationary=stationary,
     )
     specs = [s for s in parse_eval_sets(args.eval_sets) if s != "train"]  # train: always
     splits = load_dataset(
@@ -194,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "epochs": args.epochs,
+        "until": args.until,
+        "stationary": None if stationary is None else stationary.to_dict(),
         "momentum": args.momentum,
         "weight_decay": args.weight_decay,
         "seed": args.seed,
@@ -209,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
     if progress_enabled(args.json):
         from tqdm import tqdm
 
-        bar = tqdm(total=args.epochs, desc="train", unit="epoch", file=sys.stderr)
+        total = None if stationary is not None else args.epochs  # stationary: unknown
+        bar = tqdm(total=total, desc="train", unit="epoch", file=sys.stderr)
 
     def progress(p: Progress) -> None:
         if bar is None:

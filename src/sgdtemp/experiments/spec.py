@@ -37,6 +37,13 @@ optional)::
     sharpness = 40.0               # λ_max, when known
     action = "mark"                # "mark": run and record `unstable`; "skip": record only
 
+    [stop]                         # train until stationary instead of for `epochs`
+    rule = "stationary"            # or "epochs" (the default)
+    max_sde_time = 120             # budget in SDE time t = steps * lr (whole epochs)
+    reservoir = 8                  # and probe_every, probe_examples, window_fraction,
+                                   # expectation_examples, window, batches, alpha, kappa
+                                   # (sgdtemp.train.options.StationaryOptions)
+
     [measure.curvature]            # per-run Hessian measurements after training
     probes = 16                    # Hutchinson probes for the trace
     top_k = 1                      # largest eigenvalues (Lanczos)
@@ -213,6 +220,7 @@ class SweepSpec:
     checkpoints: bool = False
     stability: Stability = Stability()
     measure: Measurements = Measurements()
+    stop: Any = None
     source: str | None = None
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
@@ -235,6 +243,7 @@ class SweepSpec:
             "checkpoints": self.checkpoints,
             "stability": asdict(self.stability),
             "measure": self.measure.as_dict(),
+            "stop": None if self.stop is None else self.stop.to_dict(),
             "grid": [c.as_dict() for c in self.grid],
             "source": self.source,
         }
@@ -260,7 +269,46 @@ _TOP = (
     "grid",
     "stability",
     "measure",
+    "stop",
 )
+
+# [stop] keys: the stationary options (sgdtemp.train.options.StationaryOptions) and the
+# stopping rule's (sgdtemp.train.stationarity.StationarityRule).
+_STOP_KEYS = {
+    "rule": "choice:epochs,stationary",
+    "max_sde_time": "num>0",
+    "probe_every": "num>0",
+    "probe_examples": "int>0",
+    "window_fraction": "num>0",
+    "reservoir": "int>0",
+    "expectation_examples": "int>=0",
+    "window": "num>0",
+    "batches": "int>0",
+    "alpha": "num>0",
+    "kappa": "num>0",
+    "capacity": "int>0",
+}
+_RULE_KEYS = ("window", "batches", "alpha", "kappa", "capacity")
+
+
+def _stop(r: TomlReader, table: Mapping[str, Any]) -> Any:
+    """The ``[stop]`` table: None (fixed epochs) or the stationary options."""
+    from sgdtemp.train.options import StationaryOptions
+    from sgdtemp.train.stationarity import StationarityRule
+
+    r.unknown(table, _STOP_KEYS, "stop.")
+    values = {k: r.check(v, _STOP_KEYS[k], f"stop.{k}") for k, v in table.items()}
+    if values.pop("rule", "epochs") == "epochs":
+        if values:
+            raise r.error("stop.rule", 'the other [stop] keys need rule = "stationary"')
+        return None
+    if "max_sde_time" not in values:
+        raise r.error("stop.max_sde_time", "missing; the stationary rule needs a budget")
+    rule = {k: values.pop(k) for k in _RULE_KEYS if k in values}
+    try:
+        return StationaryOptions(**values, rule=StationarityRule(**rule))
+    except UserError as err:
+        raise r.error("stop", str(err)) from err
 
 
 def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep") -> SweepSpec:
@@ -352,6 +400,7 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     stability = Stability(None if sharpness is None else float(sharpness), action)
 
     measurements = _measurements(r, r.value(raw, "measure", "table", default={}), eval_sets)
+    stop = _stop(r, r.value(raw, "stop", "table", default={}))
 
     return SweepSpec(
         name=name,
@@ -367,6 +416,7 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
         checkpoints=checkpoints,
         stability=stability,
         measure=measurements,
+        stop=stop,
         source=source,
         lines=r.lines,
     )

@@ -104,6 +104,7 @@ def _train_job(
         "replacement": task.replacement,
         "divergence_bound": task.divergence_bound,
         "measure": task.measure.as_dict(),
+        **({} if task.stop is None else {"stop": task.stop.to_dict()}),
     }
     key = run_key(config, code_version=code_version)
     group = task.group()
@@ -145,6 +146,7 @@ def run(
     divergence_bound: float | None = None,
     measure: Measurements | None = None,
     stability: Stability | None = None,
+    stop: Any = None,
     model_name: str | None = None,
     data_name: str | None = None,
     max_attempts: int = 3,
@@ -170,6 +172,8 @@ def run(
         divergence_bound: loss above which a run counts as diverged.
         measure: per-run measurements (default: none).
         stability: the ``lr · λ_max ≥ 2`` rule (default: sharpness unknown).
+        stop: train every run until stationary
+            (:class:`~sgdtemp.train.options.StationaryOptions`), or None for the grid's epochs.
         model_name: the model's label in the store (default: :func:`describe` of the factory).
         data_name: the data's label in the store (default: :func:`describe` of the data).
         max_attempts: claims of one run before a lost worker makes it ``failed``.
@@ -218,6 +222,7 @@ def run(
         divergence_bound=divergence_bound,
         measure=measure,
         stability=stability,
+        stop=stop,
     )
     jobs = [
         _train_job(
@@ -315,6 +320,7 @@ def prepare_spec(
         replacement=spec.replacement,
         divergence_bound=spec.divergence_bound,
         measure=spec.measure,
+        stop=spec.stop,
         stability=spec.stability,
         eval_seed=spec.data.seed,
         labels=labels,

@@ -47,6 +47,8 @@ class TrainTask:
         eval_seed: seed of the corruptions of the evaluation sets.
         checkpoint: where to save the trained weights (named models only), or None.
         labels: extra entries of the record (``dataset``, ``model``, ``model_kwargs``).
+        stop: train until stationary (:class:`~sgdtemp.train.options.StationaryOptions`;
+            ``config.epochs`` is then ignored), or None for ``config.epochs`` epochs.
     """
 
     model_factory: Callable[..., Any]
@@ -61,6 +63,7 @@ class TrainTask:
     eval_seed: int = 0
     checkpoint: str | None = None
     labels: Mapping[str, Any] = field(default_factory=dict)
+    stop: Any = None
 
     def fit_options(self) -> Any:
         """The run's :class:`~sgdtemp.train.FitOptions`."""
@@ -77,6 +80,7 @@ class TrainTask:
             replacement=self.replacement,
             device=self.device,
             divergence_bound=self.divergence_bound,
+            stationary=self.stop,
         )
 
     def _model(self) -> Any:

@@ -28,7 +28,9 @@ fused path itself is deterministic.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ import torch
 from torch import nn
 
 from sgdtemp.errors import UserError
+from sgdtemp.train.evaluation import model_expectations
 from sgdtemp.train.options import FitOptions
 from sgdtemp.train.stacked import (
     AbstractStacked,
@@ -46,6 +49,7 @@ from sgdtemp.train.stacked import (
     stack_models,
     stackable,
 )
+from sgdtemp.train.stationary_run import StationaryTracker
 from sgdtemp.train.trainer import (
     CHECK_EVERY,
     Data,
@@ -270,9 +274,34 @@ def _fit_fused(
     runs = _Runs(options, x.dtype, dev)
     bufs: list[torch.Tensor | None] = [None] * len(stacked.params)
     timing = {"train": 0.0, "cpu": 0.0}
+    trackers = {
+        k: StationaryTracker(o.stationary, o.lr, setup.steps_per_epoch, o.seed)
+        for k, o in enumerate(options)
+        if o.stationary is not None
+    }
+    max_epochs = [
+        trackers[k].max_epochs if k in trackers else o.epochs for k, o in enumerate(options)
+    ]
+    probe_n = max((o.stationary.probe_examples for o in options if o.stationary), default=0)
+    probe = (x[:probe_n], y[:probe_n])
 
     def finish(k: int, state: dict[str, torch.Tensor]) -> None:
         o = options[k]
+        outcome = trackers[k].outcome(runs.steps[k]) if k in trackers else None
+        expected = None
+        if outcome is not None and outcome.mean is not None and runs.reasons[k] is None:
+            assert o.stationary is not None
+            model = models[k]
+            model.load_state_dict(state)
+            model.to(dev)
+            expected = model_expectations(
+                model,
+                [p for p in model.parameters() if p.requires_grad],
+                {"train": (x, y), **setup.evals},
+                outcome,
+                o.stationary.expectation_examples,
+                eval_chunk,
+            )
         result = TrainResult(
             status="ok" if runs.reasons[k] is None else "diverged",
             reason=runs.reasons[k],
@@ -292,6 +321,10 @@ def _fit_fused(
             device=str(dev),
             divergence_bound=float(runs.bounds[k]),
             train_cpu_seconds=timing["cpu"],
+            stationary=None if outcome is None else outcome.summary,
+            expectations=expected,
+            stationary_mean=None if outcome is None else outcome.mean,
+            stationary_iterates=None if outcome is None else outcome.iterates,
         )
         runs.results[k] = result
         if on_result is not None:
@@ -320,7 +353,7 @@ def _fit_fused(
             record = epoch_record(epoch, runs.steps[k], {s: v[r] for s, v in per_set.items()})
             runs.records[k].append(record)
             if callback is not None:
-                callback(Progress(k, epoch, options[k].epochs, runs.steps[k], record))
+                callback(Progress(k, epoch, max_epochs[k], runs.steps[k], record))
 
     def diverged(losses: Sequence[float], bounds: Sequence[float]) -> list[int]:
         out = []
@@ -338,9 +371,33 @@ def _fit_fused(
             [runs.records[k][0]["train"]["loss"] for k in runs.rows], [math.inf] * len(options)
         )
     )
+
+    def probe_stationary(step: int, skip: set[int]) -> list[int]:
+        """Probe the runs due at ``step`` (but ``skip``); return the rows whose probe diverged."""
+        due = [
+            r
+            for r, k in enumerate(runs.rows)
+            if k in trackers and r not in skip and trackers[k].due(step)
+        ]
+        if not due:
+            return []
+        view = _rows(stacked, due)
+        losses = evaluate_stacked(view, *probe, eval_chunk)
+        sq = torch.stack([p.double().pow(2).flatten(1).sum(1) for p in view.params]).sum(0).tolist()
+        gone = []
+        for j, r in enumerate(due):
+            k = runs.rows[r]
+            value = losses[j]["loss"] + 0.5 * options[k].weight_decay * sq[j]
+            runs.reasons[k] = _divergence(value, runs.bounds[k], step)
+            if runs.reasons[k] is not None:
+                gone.append(r)
+                continue
+            trackers[k].observe(step, value, functools.partial(flat_row, view, j))
+        return gone
+
     step = 0
-    for epoch in range(1, max(o.epochs for o in options) + 1):
-        leave([r for r, k in enumerate(runs.rows) if options[k].epochs < epoch])
+    for epoch in range(1, max(max_epochs) + 1):
+        leave([r for r, k in enumerate(runs.rows) if max_epochs[k] < epoch])
         if not runs.rows:
             break
         tic, cpu = time.perf_counter(), time.process_time()
@@ -364,15 +421,16 @@ def _fit_fused(
             s += 1
             for k in runs.rows:
                 runs.steps[k] += 1
-            if step % CHECK_EVERY == 0:
-                gone = diverged(worst.tolist(), runs.bounds)
-                if gone:
-                    keep = [r for r in range(len(runs.rows)) if r not in gone]
-                    leave(gone)
-                    if not runs.rows:
-                        break
-                    order = order[:, keep]
-                    worst = worst[keep]
+            gone = diverged(worst.tolist(), runs.bounds) if step % CHECK_EVERY == 0 else []
+            if trackers:
+                gone += probe_stationary(step, skip=set(gone))
+            if gone:
+                keep = [r for r in range(len(runs.rows)) if r not in gone]
+                leave(sorted(gone))
+                if not runs.rows:
+                    break
+                order = order[:, keep]
+                worst = worst[keep]
         if runs.rows:
             gone = diverged(worst.tolist(), runs.bounds)
             leave(gone)
@@ -383,8 +441,28 @@ def _fit_fused(
             break
         measure(epoch)
         leave(diverged([runs.records[k][-1]["train"]["loss"] for k in runs.rows], runs.bounds))
+        leave(
+            [
+                r
+                for r, k in enumerate(runs.rows)
+                if k in trackers and trackers[k].finished(runs.steps[k], epoch)
+            ]
+        )
     leave(list(range(len(runs.rows))))
     return [runs.results[k] for k in range(len(options))]
+
+
+def _rows(stacked: AbstractStacked, rows: Sequence[int]) -> AbstractStacked:
+    """The models at ``rows`` as a stack of their own (copies of their parameters)."""
+    view = copy.copy(stacked)
+    index = torch.as_tensor(list(rows), dtype=torch.long, device=stacked.params[0].device)
+    view.params = [p.index_select(0, index) for p in stacked.params]
+    return view
+
+
+def flat_row(stacked: AbstractStacked, row: int) -> torch.Tensor:
+    """Model ``row``'s parameters as one flat vector (``named_parameters`` order)."""
+    return torch.cat([p[row].reshape(-1) for p in stacked.params])
 
 
 def _step(

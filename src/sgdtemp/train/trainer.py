@@ -44,8 +44,18 @@ from torch import nn
 
 from sgdtemp.errors import UserError
 from sgdtemp.theory.temperature import temperature
+from sgdtemp.train.evaluation import (
+    EVAL_BATCH_SIZES,
+    epoch_record,
+    evaluate,
+    flat_params,
+    half_sq_norm,
+    model_expectations,
+    resolve_eval_batch_size,
+)
 from sgdtemp.train.models import temperature_confounders
 from sgdtemp.train.options import FitOptions
+from sgdtemp.train.stationary_run import StationaryTracker
 
 if TYPE_CHECKING:
     from sgdtemp.data import ImageDataset
@@ -68,10 +78,6 @@ Data: TypeAlias = "ImageDataset | tuple[torch.Tensor, torch.Tensor]"
 DEFAULT_DIVERGENCE_FACTOR = 100.0
 # Steps between divergence checks; each check reads one scalar back from the device.
 CHECK_EVERY = 16
-# Examples per forward pass when evaluating, by device type. On a CPU, evaluation memory grows
-# by ~0.2 MB per example of the chunk for the reference CNN (im2col buffers and feature maps)
-# while the speed stops improving at ~128 (benchmarks/bench_train.py); GPUs like larger chunks.
-EVAL_BATCH_SIZES = {"cpu": 128, "cuda": 1024}
 # Eval-set names that would clash with the keys of an epoch's record.
 _RESERVED = ("epoch", "step", "train")
 
@@ -124,6 +130,13 @@ class TrainResult:
         train_cpu_seconds: CPU time of this process during the SGD steps (all threads; a
             benchmark figure that other load on the machine barely moves; not in
             :meth:`to_dict`, since the record keeps wall times only).
+        stationary: for a run trained until stationary, whether and when it became stationary
+            and its window (:class:`~sgdtemp.train.stationary_run.StationaryOutcome`'s
+            summary); None for a fixed number of epochs.
+        expectations: the stationary expectations per set (``train`` and the evaluation sets):
+            ``{set: {"loss", "stderr", "at_mean"}}``; None when not stationary.
+        stationary_mean: the window's mean weights $\bar\theta$, flat (not in :meth:`to_dict`).
+        stationary_iterates: the reservoir's iterates ``(k, d)`` (not in :meth:`to_dict`).
     """
 
     status: str
@@ -144,6 +157,10 @@ class TrainResult:
     device: str
     divergence_bound: float
     train_cpu_seconds: float = 0.0
+    stationary: dict[str, Any] | None = None
+    expectations: dict[str, dict[str, float]] | None = None
+    stationary_mean: torch.Tensor | None = field(default=None, repr=False)
+    stationary_iterates: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def confounds_temperature(self) -> bool:
@@ -183,7 +200,19 @@ class TrainResult:
             "confounds_temperature": self.confounds_temperature,
             "confounders": list(self.confounders),
             "epochs": self.epochs,
+            **self._stationary_dict(),
         }
+
+    def _stationary_dict(self) -> dict[str, Any]:
+        if self.stationary is None:
+            return {}
+        out: dict[str, Any] = {"stationary": self.stationary}
+        if self.expectations is not None:
+            e = self.expectations
+            out["expectations"] = {name: v["loss"] for name, v in e.items()}
+            out["expectations_stderr"] = {name: v["stderr"] for name, v in e.items()}
+            out["at_mean"] = {name: v["at_mean"] for name, v in e.items()}
+        return out
 
 
 # ---------------------------------------------------------------- inputs
@@ -238,67 +267,6 @@ def _check_int(name: str, value: Any, least: int) -> int:
     return value
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int | None = None,
-) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` in eval mode (full pass).
-
-    Args:
-        model: classifier mapping ``(n, ...)`` to logits ``(n, n_classes)``.
-        x: inputs ``(N, ...)`` on the model's device and dtype.
-        y: labels ``(N,)`` ``int64``.
-        batch_size: examples per forward pass (default: ``EVAL_BATCH_SIZES`` of the device).
-
-    Returns:
-        ``{"loss": mean cross-entropy, "acc": fraction correct}``; the model's train/eval mode
-        is restored afterwards.
-
-    Example:
-        >>> model = nn.Linear(2, 2)
-        >>> out = evaluate(model, torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
-        >>> sorted(out)
-        ['acc', 'loss']
-    """
-    batch_size = _eval_batch_size(batch_size, x.device)
-    was_training = model.training
-    model.eval()
-    n = int(y.shape[0])
-    loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            logits = model(xb)  # (b, n_classes)
-            loss += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == yb).sum()
-    model.train(was_training)
-    return {"loss": loss.item() / n, "acc": correct.item() / n}
-
-
-def epoch_record(epoch: int, step: int, metrics: Mapping[str, dict[str, float]]) -> dict[str, Any]:
-    """One epoch's record; ``"prefix:rest"`` names nest as ``record[prefix][rest]``.
-
-    Example:
-        >>> epoch_record(1, 10, {"train": {"loss": 0.5}, "corrupt:fog:3": {"loss": 0.9}})
-        {'epoch': 1, 'step': 10, 'train': {'loss': 0.5}, 'corrupt': {'fog:3': {'loss': 0.9}}}
-    """
-    record: dict[str, Any] = {"epoch": epoch, "step": step}
-    for name, values in metrics.items():
-        prefix, sep, rest = name.partition(":")
-        if sep:
-            record.setdefault(prefix, {})[rest] = values
-        else:
-            record[name] = values
-    return record
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -342,12 +310,6 @@ def _setup(
     dev = resolve_device(device)
     moved = {k: (ex.to(dev, dtype), ey.to(dev)) for k, (ex, ey) in evals.items()}
     return _Setup(x.to(dev, dtype), y.to(dev), moved, dev, n // batch_size)
-
-
-def _eval_batch_size(value: int | None, device: torch.device) -> int:
-    if value is None:
-        return EVAL_BATCH_SIZES.get(device.type, EVAL_BATCH_SIZES["cuda"])
-    return _check_int("eval_batch_size", value, 1)
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
@@ -496,7 +458,7 @@ def fit(
     )
     data_gen = generator if generator is not None else torch.Generator().manual_seed(o.seed)
     seed_used = None if generator is not None else o.seed
-    eval_batch_size = _eval_batch_size(o.eval_batch_size, setup.device)
+    eval_batch_size = resolve_eval_batch_size(o.eval_batch_size, setup.device)
     temp = temperature(lr, batch_size, momentum)
     model.to(setup.device)
     x, y, dev = setup.x, setup.y, setup.device
@@ -517,6 +479,11 @@ def fit(
     initial = records[0]["train"]["loss"]
     bound = _bound(o.divergence_bound, initial)
     reason = _divergence(initial, math.inf, 0)
+    tracker = None
+    if o.stationary is not None:
+        tracker = StationaryTracker(o.stationary, lr, setup.steps_per_epoch, o.seed)
+        epochs = tracker.max_epochs
+        probe = (x[: o.stationary.probe_examples], y[: o.stationary.probe_examples])
     step = 0
     train_seconds = train_cpu = 0.0
     model.train()
@@ -535,6 +502,13 @@ def fit(
                 reason = _divergence(worst.item(), bound, step)
                 if reason is not None:
                     break
+            if tracker is not None and tracker.due(step):
+                value = evaluate(model, *probe, batch_size=eval_batch_size)["loss"]
+                value += half_sq_norm(params, weight_decay)
+                reason = _divergence(value, bound, step)
+                if reason is not None:
+                    break
+                tracker.observe(step, value, lambda: flat_params(params))
         if reason is None:
             reason = _divergence(worst.item(), bound, step)
         _sync(dev)
@@ -544,7 +518,19 @@ def fit(
             break
         records.append(measure(epoch, step))
         reason = _divergence(records[-1]["train"]["loss"], bound, step)
+        if tracker is not None and tracker.finished(step, epoch):
+            break
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    stationary = expected = None
+    outcome = None
+    if tracker is not None and o.stationary is not None:
+        outcome = tracker.outcome(step)
+        stationary = outcome.summary
+        if reason is None and outcome.mean is not None:
+            sets = {"train": (x, y), **setup.evals}
+            expected = model_expectations(
+                model, params, sets, outcome, o.stationary.expectation_examples, eval_batch_size
+            )
     return TrainResult(
         status="ok" if reason is None else "diverged",
         reason=reason,
@@ -564,4 +550,8 @@ def fit(
         device=str(dev),
         divergence_bound=float(bound),
         train_cpu_seconds=train_cpu,
+        stationary=stationary,
+        expectations=expected,
+        stationary_mean=None if outcome is None else outcome.mean,
+        stationary_iterates=None if outcome is None else outcome.iterates,
     )
