@@ -39,6 +39,7 @@ __all__ = [
     "measure_sharpness",
     "curvature_metrics",
     "shift_metrics",
+    "mechanisms_metrics",
 ]
 
 
@@ -486,3 +487,52 @@ def shift_metrics(
         options=ShiftOptions(weight_decay=weight_decay, **o),
     )
     return {"status": "ok", "examples": n, **summaries}
+
+
+def mechanisms_metrics(
+    options: Mapping[str, Any],
+    model: nn.Module,
+    splits: Any,
+    result: Any,
+    *,
+    weight_decay: float,
+    seed: int,
+    eval_set_names: Sequence[str],
+    eval_seed: int,
+) -> dict[str, Any]:
+    r"""A sweep's ``[measure.mechanisms]`` of a stationary run (:func:`measure_mechanisms`).
+
+    The decomposition of each eval set's expected objective into vertical shift, shift-, cross,
+    bias- and covariance-curvature (theory.md §1.7), from the run's window mean and reservoir;
+    both objectives average over the first ``examples`` images of their set.
+
+    Returns:
+        ``{"status": "ok", "examples": n, **MechanismsResult.summary()}``, or ``{"status":
+        "skipped", "reason": ...}`` for a run that did not become stationary, did not train to
+        the end, or whose seed is not measured.
+    """
+    from sgdtemp.experiments.sources import eval_sets
+    from sgdtemp.experiments.spec import MECHANISMS_DEFAULTS
+    from sgdtemp.shift import ShiftOptions, measure_mechanisms
+
+    if result.status != "ok":
+        return {"status": "skipped", "reason": f"the run {result.status}"}
+    o = {**MECHANISMS_DEFAULTS, **options}
+    if "seeds" in o and seed not in o["seeds"]:
+        return {"status": "skipped", "reason": f"seed {seed} is not in measure.mechanisms.seeds"}
+    if result.stationary_mean is None or result.stationary_iterates is None:
+        return {"status": "skipped", "reason": "the run did not become stationary"}
+    n = int(o.pop("examples"))
+    names = list(o.pop("eval_sets", None) or eval_set_names)
+    o.pop("seeds", None)
+    data = {name: head(d, n, like=model) for name, d in eval_sets(splits, names, eval_seed).items()}
+    measured = measure_mechanisms(
+        model,
+        F.cross_entropy,
+        head(splits.train, n, like=model),
+        data,
+        result.stationary_mean,
+        result.stationary_iterates,
+        ShiftOptions(weight_decay=weight_decay, objective="minimum", **o),
+    )
+    return {"status": "ok", "examples": n, **measured.summary()}

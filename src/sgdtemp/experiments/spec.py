@@ -115,6 +115,31 @@ _SHIFT_KEYS = {
     "seed": "int>=0",
 }
 
+# [measure.mechanisms]: the decomposition of a stationary run's expected eval objective
+# (sgdtemp.shift.measure_mechanisms); the descents' options are ShiftOptions'.
+_MECHANISMS_KEYS = {
+    "eval_sets": "list:str",
+    "seeds": "list:int>=0",
+    "examples": "int>0",
+    "batch_size": "int>0",
+    "method": "choice:newton_cg,lbfgs",
+    "max_iters": "int>0",
+    "max_cg_iters": "int>0",
+    "grad_tol": "num>0",
+    "rel_grad_tol": "num>0",
+}
+
+#: Defaults of the ``[measure.mechanisms]`` options.
+MECHANISMS_DEFAULTS: Mapping[str, Any] = {
+    "examples": 1000,
+    "batch_size": 500,
+    "method": "newton_cg",
+    "max_iters": 100,
+    "max_cg_iters": 50,
+    "grad_tol": 1e-6,
+    "rel_grad_tol": 1e-4,
+}
+
 #: Defaults of the ``[measure.shift]`` options that have one (``eval_sets``: the sweep's
 #: evaluation sets; ``seeds``: every seed; ``mu``: :func:`sgdtemp.shift.measure_shift`'s).
 SHIFT_DEFAULTS: Mapping[str, Any] = {
@@ -188,10 +213,17 @@ class Measurements:
             gradient norm of ``grad_tol`` (1e-6) or ``rel_grad_tol`` (1e-4) times the initial
             one; ``top_k`` (0) projects the shift on the top eigenvectors of the eval Hessian,
             Lanczos seeded by ``seed`` (0). The training weight decay is the objectives'.
+        mechanisms: options of the decomposition of a stationary run's expected eval objective
+            into vertical shift, shift-, cross, bias- and covariance-curvature
+            (:func:`sgdtemp.shift.measure_mechanisms`, theory.md §1.7), on ``eval_sets`` for the
+            runs of ``seeds``, from the window's mean and reservoir; objectives over the first
+            ``examples`` (1000) images; descents as for the shift (``max_iters`` 100,
+            ``max_cg_iters`` 50). Needs ``[stop] rule = "stationary"`` and weight decay > 0.
     """
 
     curvature: Mapping[str, Any] | None = None
     shift: Mapping[str, Any] | None = None
+    mechanisms: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Only the requested measurements, as plain dicts."""
@@ -200,6 +232,8 @@ class Measurements:
             out["curvature"] = dict(self.curvature)
         if self.shift is not None:
             out["shift"] = dict(self.shift)
+        if self.mechanisms is not None:
+            out["mechanisms"] = dict(self.mechanisms)
         return out
 
 
@@ -401,6 +435,13 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
 
     measurements = _measurements(r, r.value(raw, "measure", "table", default={}), eval_sets)
     stop = _stop(r, r.value(raw, "stop", "table", default={}))
+    if measurements.mechanisms is not None:
+        if stop is None:
+            raise r.error(
+                "measure.mechanisms", 'needs [stop] rule = "stationary" (the window\'s iterates)'
+            )
+        if weight_decay <= 0:
+            raise r.error("measure.mechanisms", "needs weight_decay > 0 (only then minima exist)")
 
     return SweepSpec(
         name=name,
@@ -425,19 +466,22 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
 def _measurements(
     r: TomlReader, measure: Mapping[str, Any], eval_sets: Sequence[str]
 ) -> Measurements:
-    r.unknown(measure, ("curvature", "shift"), "measure.")
+    r.unknown(measure, ("curvature", "shift", "mechanisms"), "measure.")
     curvature = _measurement(r, measure, "curvature", _CURVATURE_KEYS)
     shift = _measurement(r, measure, "shift", _SHIFT_KEYS)
-    if shift is not None:
-        key = "measure.shift.eval_sets"
-        if "eval_sets" in shift:
-            shift["eval_sets"] = _check_eval_sets(r, shift["eval_sets"], key=key)
-        measured = shift.get("eval_sets", [s for s in eval_sets if s != "train"])
+    mechanisms = _measurement(r, measure, "mechanisms", _MECHANISMS_KEYS)
+    for name, table in (("shift", shift), ("mechanisms", mechanisms)):
+        if table is None:
+            continue
+        key = f"measure.{name}.eval_sets"
+        if "eval_sets" in table:
+            table["eval_sets"] = _check_eval_sets(r, table["eval_sets"], key=key)
+        measured = table.get("eval_sets", [s for s in eval_sets if s != "train"])
         if "train" in measured:
             raise r.error(key, "train is where the shift starts from; list other sets")
         if not measured:
             raise r.error(key, "missing; the sweep's eval sets hold none but train, list some here")
-    return Measurements(curvature=curvature, shift=shift)
+    return Measurements(curvature=curvature, shift=shift, mechanisms=mechanisms)
 
 
 def check_measurements(measure: Measurements, eval_sets: Sequence[str]) -> Measurements:

@@ -173,7 +173,11 @@ class TrainTask:
 
     def outcome(self, model: Any, data: Any, train_set: Any, result: Any) -> Outcome:
         """Measure the trained ``model`` and turn its training ``result`` into the outcome."""
-        from sgdtemp.experiments.measure import curvature_metrics, shift_metrics
+        from sgdtemp.experiments.measure import (
+            curvature_metrics,
+            mechanisms_metrics,
+            shift_metrics,
+        )
 
         c = self.config
         metrics: dict[str, Any] = {**result.to_dict(), **self.labels}
@@ -184,6 +188,17 @@ class TrainTask:
         if self.measure.shift is not None:
             metrics["shift"] = shift_metrics(
                 self.measure.shift,
+                model,
+                data,
+                result,
+                weight_decay=c.weight_decay,
+                seed=c.seed,
+                eval_set_names=[s for s in self.eval_sets if s != "train"],
+                eval_seed=self.eval_seed,
+            )
+        if self.measure.mechanisms is not None:
+            metrics["mechanisms"] = mechanisms_metrics(
+                self.measure.mechanisms,
                 model,
                 data,
                 result,
