@@ -81,6 +81,14 @@ def test_train_subset_is_a_prefix_and_keeps_heldout() -> None:
     assert torch.equal(small.heldout.x, full.heldout.x)
 
 
+def test_test_subset_is_a_prefix_of_the_official_test_set() -> None:
+    full = load_dataset("digits", seed=2)
+    small = load_dataset("digits", seed=2, test_subset=40)
+    assert len(small.test) == 40 and torch.equal(small.test.x, full.test.x[:40])
+    assert torch.equal(small.train.x, full.train.x)
+    assert len(load_dataset("digits", test_subset=10**6).test) == len(full.test)  # at most all
+
+
 @pytest.mark.parametrize(("heldout", "expected"), [(100, 100), (0.5, 750), (0, 0)])
 def test_heldout_count_or_fraction(heldout: int | float, expected: int) -> None:
     splits = load_dataset("digits", heldout=heldout)
@@ -110,6 +118,7 @@ BAD_OPTIONS = {
     "string_heldout": ({"heldout": "10"}, "count or a fraction"),
     "subset_zero": ({"train_subset": 0}, "positive integer"),
     "subset_too_big": ({"train_subset": 1201}, "choose at most 1200"),
+    "test_subset_zero": ({"test_subset": 0}, "test_subset must be a positive integer"),
     "negative_seed": ({"seed": -1}, "non-negative integer"),
 }
 

@@ -323,6 +323,7 @@ def load_dataset(
     heldout: int | float | None = None,
     train_subset: int | None = None,
     seed: int = 0,
+    test_subset: int | None = None,
 ) -> DataSplits:
     """Load a dataset as train / held-out / test tensors.
 
@@ -335,6 +336,8 @@ def load_dataset(
         train_subset: keep only the first ``k`` training images of the seeded permutation
             (for fast CPU runs); default all.
         seed: seed of the permutation that picks the held-out set and the subset.
+        test_subset: keep only the first ``k`` images of the official test set (and so of
+            every corrupted copy of it); default all.
 
     Returns:
         The splits, ``float32`` images ``(N, C, H, W)`` in ``[0, 1]`` and ``int64`` labels.
@@ -358,6 +361,11 @@ def load_dataset(
         isinstance(train_subset, bool) or not isinstance(train_subset, int) or train_subset < 1
     ):
         raise UserError(f"train_subset must be a positive integer, got {train_subset!r}")
+    test_subset = _as_number(test_subset)  # type: ignore[assignment]
+    if test_subset is not None and (
+        isinstance(test_subset, bool) or not isinstance(test_subset, int) or test_subset < 1
+    ):
+        raise UserError(f"test_subset must be a positive integer, got {test_subset!r}")
     held = _DEFAULT_HELDOUT[key] if heldout is None else heldout
     _heldout_count(held, 2**62, key)  # type and range checks before reading any file
     raw = _LOADERS[key](None if root is None else Path(root).expanduser())
@@ -373,9 +381,11 @@ def load_dataset(
                 f"of {key} left after holding out {n_held}; choose at most {train_index.shape[0]}"
             )
         train_index = train_index[:train_subset]
+    n_test = raw.y_test.shape[0]
+    test_index = None if test_subset is None else np.arange(min(test_subset, n_test))
     # the decoded uint8 arrays go out of scope here: nothing but the float32 splits stays
     return DataSplits(
         train=_to_dataset(f"{key}:train", raw.x_train, raw.y_train, raw, train_index),
         heldout=_to_dataset(f"{key}:heldout", raw.x_train, raw.y_train, raw, held_index),
-        test=_to_dataset(f"{key}:test", raw.x_test, raw.y_test, raw, None),
+        test=_to_dataset(f"{key}:test", raw.x_test, raw.y_test, raw, test_index),
     )

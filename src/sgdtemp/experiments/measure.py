@@ -134,6 +134,7 @@ def load_run(
         heldout=config.get("heldout"),
         train_subset=config.get("train_subset"),
         seed=int(config.get("data_seed", 0) or 0),
+        test_subset=config.get("test_subset"),
     )
     shape = [int(s) for s in splits.train.x.shape[1:]]
     if shape != [int(s) for s in config["in_shape"]] or int(splits.train.n_classes) != int(

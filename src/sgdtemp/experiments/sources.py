@@ -98,7 +98,12 @@ class DatasetSource:
 
         o = self.options
         return load_dataset(
-            self.name, root=o.root, heldout=o.heldout, train_subset=o.train_subset, seed=o.seed
+            self.name,
+            root=o.root,
+            heldout=o.heldout,
+            train_subset=o.train_subset,
+            seed=o.seed,
+            test_subset=o.test_subset,
         )
 
 

@@ -24,6 +24,7 @@ optional)::
     root = "/path/to/files"
     heldout = 10000                # count, or a fraction in (0, 1)
     train_subset = 5000
+    test_subset = 2000             # the first test images (and corrupted copies of them)
     seed = 0
 
     [model_args]                   # passed to the model builder
@@ -164,6 +165,7 @@ class DataOptions:
     heldout: int | float | None = None
     train_subset: int | None = None
     seed: int = 0
+    test_subset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -398,12 +400,13 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     eval_sets = _check_eval_sets(r, eval_sets)
 
     data_table = r.value(raw, "data", "table", default={})
-    r.unknown(data_table, ("root", "heldout", "train_subset", "seed"), "data.")
+    r.unknown(data_table, ("root", "heldout", "train_subset", "test_subset", "seed"), "data.")
     data = DataOptions(
         root=r.value(data_table, "root", "str", "data."),
         heldout=r.value(data_table, "heldout", "count|fraction", "data."),
         train_subset=r.value(data_table, "train_subset", "int>0", "data."),
         seed=r.value(data_table, "seed", "int>=0", "data.", default=0),
+        test_subset=r.value(data_table, "test_subset", "int>0", "data."),
     )
     model_args = dict(r.value(raw, "model_args", "table", default={}))
 

@@ -309,7 +309,9 @@ def prepare_spec(
     except TypeError as err:
         raise spec.error("model_args", str(err)) from err
     remember(source, splits)
-    base = {"data": {**vars(spec.data)}, "model_args": dict(spec.model_args)}
+    # (test_subset enters a run's key only when set, so that older stores keep their keys)
+    data = {k: v for k, v in vars(spec.data).items() if not (k == "test_subset" and v is None)}
+    base = {"data": data, "model_args": dict(spec.model_args)}
     labels = {"dataset": spec.dataset, "model": spec.model, "model_kwargs": dict(spec.model_args)}
     template = TrainTask(
         model,

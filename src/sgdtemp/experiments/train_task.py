@@ -218,6 +218,22 @@ class TrainTask:
             status = "unstable"
         return Outcome(status, metrics, device=str(result.device))
 
+    def _data_config(self) -> dict[str, Any]:
+        """How the data were loaded, as ``sgdtemp train`` writes it into a checkpoint.
+
+        :func:`~sgdtemp.experiments.measure.load_run` then rebuilds the same splits.
+        """
+        options = getattr(self.data, "options", None)
+        if options is None:
+            return {}
+        return {
+            "data_root": options.root,
+            "heldout": options.heldout,
+            "train_subset": options.train_subset,
+            "test_subset": options.test_subset,
+            "data_seed": options.seed,
+        }
+
     def _save(self, model: Any, metrics: Mapping[str, Any]) -> str:
         from sgdtemp.train import save_checkpoint
 
@@ -235,6 +251,7 @@ class TrainTask:
             "replacement": self.replacement,
             "divergence_bound": self.divergence_bound,
             "temperature": self.config.temperature,
+            **self._data_config(),
         }
         save_checkpoint(
             path,
