@@ -144,8 +144,11 @@ CLAIM_AND_EXIT = textwrap.dedent(
     from sgdtemp.storage import Store
     store = Store(sys.argv[1])
     for key in sys.argv[3:]:
-        if key != "--hold":
-            assert store.claim(key, max_attempts=int(sys.argv[2])) is not None
+        if not key.startswith("--"):
+            claim = store.claim(key, max_attempts=int(sys.argv[2]))
+            assert claim is not None
+            if "--start" in sys.argv:
+                assert store.start(key, claim.token, pid=0, host="h", environment={})
     print("claimed", flush=True)
     if "--hold" in sys.argv:
         time.sleep(30)
@@ -159,17 +162,36 @@ def claim_in_subprocess(db, keys, max_attempts=3):
     )
 
 
-def test_stale_claims_of_a_dead_owner_are_reclaimed_or_failed(store):
+@pytest.mark.parametrize("started", [False, True])
+def test_a_dead_drivers_claims_are_reclaimed_without_costing_an_attempt(store, started):
     runs = [new_run(0), new_run(1)]
     store.register("s", runs)
-    claim_in_subprocess(store.path, [r.key for r in runs])  # a real process claims and dies
-    first = store.claim(runs[0].key, max_attempts=3)
-    assert first is not None and first.attempt == 2
-    assert store.run(runs[0].key).status == "running"
-    assert store.claim(runs[1].key, max_attempts=1) is None  # the bound is reached: failed
-    record = store.run(runs[1].key)
-    assert record.status == "failed" and record.error.startswith("abandoned after 1 attempts")
-    assert [a.outcome for a in store.attempts(runs[0].key)] == ["abandoned", None]
+    # a real driver process claims (and starts) the runs, then dies
+    claim_in_subprocess(store.path, [r.key for r in runs] + (["--start"] if started else []))
+    for run in runs:
+        claim = store.claim(run.key, max_attempts=1)  # even with a bound of one try
+        assert claim is not None and claim.attempt == 2
+        record = store.run(run.key)
+        assert (record.status, record.attempts) == ("running", 0)
+    abandoned, current = store.attempts(runs[0].key)
+    assert abandoned.outcome == "abandoned" and current.outcome is None
+    when = "after" if started else "before"
+    assert f"stopped {when} the run started" in abandoned.error
+    assert store.start(runs[0].key, current.token, pid=0, host="h", environment={})
+    assert store.finish(runs[0].key, current.token, status="ok")
+    assert store.run(runs[0].key).attempts == 1  # the try that ran and ended counts
+
+
+def test_a_lowered_bound_fails_a_run_whose_workers_died(store):
+    run = new_run(0)
+    store.register("s", [run])
+    claim = store.claim(run.key, max_attempts=3)
+    again = store.retry_lost(run.key, claim.token, "worker killed", max_attempts=3)
+    store.release([again.token])
+    assert (store.run(run.key).status, store.run(run.key).attempts) == ("pending", 1)
+    assert store.claim(run.key, max_attempts=1) is None
+    record = store.run(run.key)
+    assert record.status == "failed" and "worker died in 1 attempts" in record.error
 
 
 def test_live_owner_keeps_its_claim_until_the_lease_expires(store):
