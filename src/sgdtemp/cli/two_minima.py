@@ -42,6 +42,22 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _check_resources(config: Any) -> None:
+    """Refuse chains x steps beyond this machine (the SGD and SDE records of a cell), early."""
+    from sgdtemp.resources import (
+        MAX_SIMULATED_STEPS,
+        require_memory,
+        require_steps,
+        trajectory_bytes,
+    )
+
+    what = f"n_chains = {config.n_chains} with n_steps = {config.n_steps}"
+    fix = "use fewer n_chains or n_steps, or a larger record_every"
+    require_steps(config.n_chains * config.n_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS)
+    need = 2 * trajectory_bytes(config.n_chains, config.n_steps, config.record_every)
+    require_memory(need, what=what, fix=fix)
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate everything, plan the cells, run them, then write the results atomically."""
     from sgdtemp.experiments.two_minima import (
@@ -57,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, quick=args.quick)
     else:
         config = TwoMinimaConfig.quick() if args.quick else TwoMinimaConfig()
+    _check_resources(config)
     out: Path = args.out
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not args.overwrite:
