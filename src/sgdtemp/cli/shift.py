@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sgdtemp.cli._common import emit_json, progress_enabled
-from sgdtemp.cli.curvature import add_json_arg, add_run_args, load_run
+from sgdtemp.cli.curvature import add_json_arg, add_run_args, check_run_args, load_run
 from sgdtemp.errors import UserError
 
 __all__ = ["register"]
@@ -33,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     from sgdtemp.experiments.measure import head
     from sgdtemp.shift import OBJECTIVES, ShiftOptions, measure_shift
 
+    check_run_args(args)
     eval_sets = parse_eval_sets(args.eval_set)
     if len(eval_sets) != 1 or eval_sets[0] == "train":
         raise UserError(

@@ -259,13 +259,13 @@ def _check_resources(args: argparse.Namespace, dim: int) -> None:
     if args.out is not None:  # the SGD histogram runs only with --out
         what = f"--sgd-chains {args.sgd_chains} x --sgd-steps {args.sgd_steps}"
         fix = "use fewer --sgd-chains or --sgd-steps"
-        require_steps(
-            args.sgd_chains * args.sgd_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS
-        )
         require_memory(
             trajectory_bytes(args.sgd_chains, args.sgd_steps, args.sgd_steps, dim),
             what=what,
             fix=fix,
+        )
+        require_steps(
+            args.sgd_chains * args.sgd_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS
         )
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json, progress_enabled
+from sgdtemp.cli._common import emit_json, nonempty_path, progress_enabled
 
 __all__ = ["register", "run"]
 
@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
         "rerun skips finished runs.",
     )
     parser.add_argument("spec", type=Path, metavar="SPEC.toml", help="the sweep spec")
-    parser.add_argument("--db", type=Path, required=True, metavar="FILE", help="results store")
+    parser.add_argument(
+        "--db", type=nonempty_path, required=True, metavar="FILE", help="results store"
+    )
     parser.add_argument(
         "--executor",
         choices=("local", "ray", "dask"),

@@ -53,9 +53,9 @@ def _check_resources(config: Any) -> None:
 
     what = f"n_chains = {config.n_chains} with n_steps = {config.n_steps}"
     fix = "use fewer n_chains or n_steps, or a larger record_every"
-    require_steps(config.n_chains * config.n_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS)
     need = 2 * trajectory_bytes(config.n_chains, config.n_steps, config.record_every)
     require_memory(need, what=what, fix=fix)
+    require_steps(config.n_chains * config.n_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from sgdtemp.errors import UserError
 
 __all__ = [
+    "tidy_sidecars",
     "SCHEMA_VERSION",
     "STATUSES",
     "FINISHED",
@@ -97,17 +98,17 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key);
 """
 
-#: The stored values of a run, in :class:`~sgdtemp.storage.RunRecord` order (``attempts`` last).
+#: The stored values of a run, in :class:`~sgdtemp.storage.RunRecord` order; a finished run's
+#: ``digest`` covers them all (none changes once the run is finished).
 RUN_COLUMNS = (
     "key, sweep, status, dataset, model, lr, batch_size, momentum, temperature, seed, config, "
     "metrics, error, started_at, finished_at, host, environment, attempts"
 )
-#: The values a finished run's ``digest`` covers: all of :data:`RUN_COLUMNS` but ``attempts``.
-DIGEST_COLUMNS = RUN_COLUMNS.rsplit(",", 1)[0]
+DIGEST_COLUMNS = RUN_COLUMNS
 
 
 def row_digest(values: Sequence[Any]) -> str:
-    """SHA-256 of a run's :data:`DIGEST_COLUMNS` values (as SQLite returns them)."""
+    """SHA-256 of a run's :data:`RUN_COLUMNS` values (as SQLite returns them)."""
     text = json.dumps(list(values), separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -130,9 +131,36 @@ def _inspect(conn: sqlite3.Connection) -> tuple[int, set[str]]:
     return int(version), tables
 
 
+def _columns(sql: str) -> dict[str, set[str]]:
+    """Table -> column names, read from ``CREATE TABLE`` statements."""
+    tables: dict[str, set[str]] = {}
+    for statement in sql.split(";"):
+        head, _, body = statement.partition("(")
+        if "CREATE TABLE" in head:
+            name = head.split()[-1]
+            lines = [line.strip().split()[0] for line in body.splitlines() if line.strip()]
+            tables[name] = {w for w in lines if w.islower() and w.isidentifier()}
+    return tables
+
+
+_COLUMNS = _columns(_SCHEMA)
+
+
+def _check_columns(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Refuse a store whose schema text was damaged (a column that no longer exists)."""
+    for table, expected in _COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing = sorted(expected - have - ({"digest"} if version < 2 else set()))
+        if missing:
+            raise UserError(
+                f"--db {path} is damaged (table {table} lacks column {missing[0]!r}); restore "
+                "it from a copy"
+            )
+
+
 def _verify(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a store that SQLite finds damaged (pages, indexes, references)."""
-    problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(3)")]
+    problems = [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA integrity_check(3)")]
     if problems != ["ok"]:
         raise UserError(
             f"--db {path} is damaged (SQLite integrity check: {'; '.join(problems)[:160]}); "
@@ -162,6 +190,28 @@ def _connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
             uri + "&immutable=1", uri=True, timeout=timeout, check_same_thread=False
         )
     return conn
+
+
+def sidecars(path: Path) -> list[Path]:
+    """SQLite's WAL companions of ``path`` (``-wal`` and ``-shm``) that exist now."""
+    return [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+
+
+def tidy_sidecars(path: Path) -> None:
+    """Remove the ``-wal`` / ``-shm`` files a read-only connection left, if no one else uses them.
+
+    A read-only connection cannot delete them; a plain connection that only reads and closes
+    does, by SQLite's own rule (only as the last connection, after checkpointing an empty log),
+    without writing the database file.
+    """
+    try:
+        conn = sqlite3.connect(path, timeout=0.1)
+        try:
+            conn.execute("PRAGMA user_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # busy, or a folder this process cannot write: leave them
+        pass
 
 
 def open_connection(
@@ -207,13 +257,18 @@ def open_connection(
     except BaseException as err:
         if conn is not None:
             conn.close()
+        if isinstance(err, UnicodeDecodeError):  # a name or value that is not text any more
+            raise UserError(
+                f"--db {path} is damaged ({err.reason}); restore it from a copy"
+            ) from err
         if not isinstance(err, sqlite3.Error):
             raise
-        if "not a database" in str(err):
-            raise UserError(f"--db {path} is not an sgdtemp store ({err})") from err
+        text = " ".join(str(err).split())[:200]
+        if "not a database" in text:
+            raise UserError(f"--db {path} is not an sgdtemp store ({text})") from err
         if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
-            raise UserError(f"--db {path} is damaged ({err}); restore it from a copy") from err
-        raise UserError(f"--db {path} cannot be opened ({err})") from err
+            raise UserError(f"--db {path} is damaged ({text}); restore it from a copy") from err
+        raise UserError(f"--db {path} cannot be opened ({text})") from err
     return conn
 
 
@@ -236,6 +291,8 @@ def _setup(
         )
     if readonly and empty:
         raise UserError(f"--db {path} is empty, not an sgdtemp store; run `sgdtemp sweep` first")
+    if not empty:
+        _check_columns(conn, path, version)
     if verify and not empty:
         _verify(conn, path)
     conn.execute("PRAGMA foreign_keys = ON")

@@ -59,6 +59,8 @@ from sgdtemp.storage._schema import (
     STATUSES,
     open_connection,
     row_digest,
+    sidecars,
+    tidy_sidecars,
 )
 
 __all__ = [
@@ -165,9 +167,16 @@ class Store:
     ):
         self.path = Path(path)
         self.readonly = readonly
-        self._conn = open_connection(
-            self.path, readonly=readonly, create=create, timeout=timeout, verify=verify
-        )
+        # a read-only connection leaves SQLite's -wal/-shm files behind: remove them on close
+        self._tidy = readonly and not sidecars(self.path)
+        try:
+            self._conn = open_connection(
+                self.path, readonly=readonly, create=create, timeout=timeout, verify=verify
+            )
+        except UserError:
+            if self._tidy and sidecars(self.path):
+                tidy_sidecars(self.path)
+            raise
         self._lock = threading.RLock()
         self.owner = process_owner()
         # a version-1 store opened read-only has no checksums to check
@@ -188,10 +197,31 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a read query; a value SQLite cannot decode is a damaged store (one line)."""
+        with self._lock:
+            try:
+                return self._conn.execute(query, params).fetchall()
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"--db {self.path} is damaged ({err.reason}); restore it from a copy"
+                ) from err
+            except sqlite3.DatabaseError as err:
+                text = " ".join(str(err).split())[:160]
+                damage = ("decode", "no such column", "no such table", "malformed")
+                if isinstance(err, sqlite3.OperationalError) and not any(w in text for w in damage):
+                    raise
+                raise UserError(
+                    f"--db {self.path} is damaged ({text}); restore it from a copy"
+                ) from err
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a read-only store removes the WAL files it made appear)."""
         with self._lock:
             self._conn.close()
+            if self._tidy and sidecars(self.path):
+                self._tidy = False
+                tidy_sidecars(self.path)
 
     def __enter__(self) -> Store:
         return self
@@ -434,7 +464,7 @@ class Store:
             for i in range(0, len(keys), 500):
                 chunk = list(keys[i : i + 500])
                 marks = ", ".join("?" * len(chunk))
-                for key, *rest in self._conn.execute(
+                for key, *rest in self._read(
                     "SELECT key, status, token, owner, heartbeat_at, attempts, error FROM runs "
                     f"WHERE key IN ({marks})",
                     chunk,
@@ -543,16 +573,13 @@ class Store:
         if where:
             query += " WHERE " + " AND ".join(where)
         with self._lock:
-            rows = self._conn.execute(query + order, params).fetchall()
+            rows = self._read(query + order, params)
         return [self._record(row) for row in rows]
 
     def run(self, key: str) -> RunRecord | None:
         """One run by key, or None."""
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {self._columns} FROM runs WHERE key = ?", (key,)
-            ).fetchone()
-        return None if row is None else self._record(row)
+        rows = self._read(f"SELECT {self._columns} FROM runs WHERE key = ?", (key,))
+        return self._record(rows[0]) if rows else None
 
     def _record(self, row: Sequence[Any]) -> RunRecord:
         """A row as a record, once its checksum and JSON columns are found intact.
@@ -562,7 +589,7 @@ class Store:
         """
         *values, digest = row
         status = values[2]
-        if status in FINISHED and self._digests and digest != row_digest(values[:-1]):
+        if status in FINISHED and self._digests and digest != row_digest(values):
             raise UserError(
                 f"--db {self.path}: the record of run {str(values[0])[:16]} is damaged (its "
                 "values do not match their checksum); restore the store from a copy"
@@ -588,13 +615,13 @@ class Store:
             query += " WHERE key = ?"
             params.append(key)
         with self._lock:
-            rows = self._conn.execute(query + " ORDER BY rowid", params).fetchall()
+            rows = self._read(query + " ORDER BY rowid", params)
         return [AttemptRecord(*row) for row in rows]
 
     def sweeps(self) -> list[str]:
         """The sweep names, oldest first."""
         with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT name FROM sweeps ORDER BY rowid")]
+            return [r[0] for r in self._read("SELECT name FROM sweeps ORDER BY rowid")]
 
     def counts(self, *, sweep: str | None = None) -> dict[str, int]:
         """Runs per status (every status present, zeros included)."""
@@ -608,6 +635,6 @@ class Store:
             )
             params = [sweep]
         with self._lock:
-            for status, n in self._conn.execute(query, params):
+            for status, n in self._read(query, params):
                 out[status] = n
         return out

@@ -253,7 +253,10 @@ def _check_archive(source: Path) -> None:
             magic = handle.read(4)
     except OSError as err:
         raise UserError(f"checkpoint {source} cannot be read ({err.strerror}); {_FIX}") from err
-    is_zip = zipfile.is_zipfile(source)
+    try:
+        is_zip = zipfile.is_zipfile(source)
+    except (zipfile.BadZipFile, ValueError, EOFError):  # a damaged end of archive
+        is_zip = False
     if not is_zip and magic != b"PK\x03\x04":
         raise UserError(
             f"checkpoint {source} is not a PyTorch checkpoint file (no torch.save archive); {_FIX}"
@@ -273,7 +276,8 @@ def _check_archive(source: Path) -> None:
         ) from err
     if bad is not None:
         raise UserError(
-            f"checkpoint {source} is damaged: its part {bad} fails the archive's CRC check; {_FIX}"
+            f"checkpoint {source} is damaged: its part {bad!r} fails the archive's CRC check; "
+            f"{_FIX}"
         )
 
 
