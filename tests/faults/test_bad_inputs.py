@@ -61,7 +61,7 @@ CASES: list[tuple[str, list[str], str]] = [
         [
             "two-minima",
             "--config",
-            config("n_steps = 10000000000000000\nrecord_every = 2000000000000000"),
+            config(f"n_steps = {10**16}\nmin_steps = {10**16}\nrecord_every = {10**13}"),
             "--out",
             "{t}/o",
         ],

@@ -43,7 +43,13 @@ def register(subparsers: Any) -> None:
 
 
 def _check_resources(config: Any) -> None:
-    """Refuse chains x steps beyond this machine (the SGD and SDE records of a cell), early."""
+    """Refuse a study whose every simulated cell exceeds this machine, before any work.
+
+    A cell runs at least ``min_steps`` steps and keeps at least ``min_steps / record_every``
+    records (at most ``MAX_RECORDS``) of its SGD and SDE chains: a lower bound, so a study that
+    fits is never refused.
+    """
+    from sgdtemp.experiments.two_minima.plan import MAX_RECORDS
     from sgdtemp.resources import (
         MAX_SIMULATED_STEPS,
         require_memory,
@@ -51,11 +57,12 @@ def _check_resources(config: Any) -> None:
         trajectory_bytes,
     )
 
-    what = f"n_chains = {config.n_chains} with n_steps = {config.n_steps}"
-    fix = "use fewer n_chains or n_steps, or a larger record_every"
-    need = 2 * trajectory_bytes(config.n_chains, config.n_steps, config.record_every)
+    what = f"n_chains = {config.n_chains} with min_steps = {config.min_steps}"
+    fix = "use fewer n_chains or min_steps"
+    steps = min(config.min_steps, MAX_RECORDS * config.record_every)
+    need = 2 * trajectory_bytes(config.n_chains, steps, config.record_every)
     require_memory(need, what=what, fix=fix)
-    require_steps(config.n_chains * config.n_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS)
+    require_steps(config.n_chains * config.min_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS)
 
 
 def run(args: argparse.Namespace) -> int:
