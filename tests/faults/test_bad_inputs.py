@@ -131,6 +131,12 @@ CASES: list[tuple[str, list[str], str]] = [
         "steps sgdtemp runs at most",
     ),
     ("train-epochs-text", [*TRAIN, "--epochs", "many", "--out", "{t}/r"], "invalid int"),
+    (
+        "train-sde-time-huge",
+        [*TRAIN, "--until", "stationary", "--max-sde-time", "1e20", "--out", "{t}/r"],
+        "steps sgdtemp runs at most",
+    ),
+    ("train-sde-time-alone", [*TRAIN_OK, "--max-sde-time", "5", "--out", "{t}/r"], "needs --until"),
     ("train-momentum", [*TRAIN_OK, "--momentum", "1", "--out", "{t}/r"], "--momentum"),
     ("train-weight-decay", [*TRAIN_OK, "--weight-decay", "-1", "--out", "{t}/r"], "--weight-decay"),
     ("train-model", [*TRAIN_OK[:3], "--model", "vgg", *TRAIN_OK[5:], "--out", "{t}/r"], "vgg"),

@@ -194,6 +194,13 @@ def run(args: argparse.Namespace) -> int:
         what=f"--epochs {args.epochs} ({steps:.3g} SGD steps)",
         fix=f"choose at most {MAX_STEPS // -(-n_train // args.batch_size)} epochs",
     )
+    if stationary is not None:  # the budget in SDE time is steps x lr
+        budget = args.max_sde_time / args.lr
+        require_steps(
+            budget,
+            what=f"--max-sde-time {args.max_sde_time:g} at --lr {args.lr:g} ({budget:.3g} steps)",
+            fix=f"choose --max-sde-time at most {MAX_STEPS * args.lr:.3g}",
+        )
     evals = {spec: eval_set(splits, spec, seed=args.data_seed) for spec in specs}
     for spec, data in evals.items():
         if len(data.y) == 0:
