@@ -1,9 +1,12 @@
-"""Atomic file writes and JSON values: the one place the package writes a result file.
+"""Atomic file writes, JSON values and output folders: the one place the package writes files.
 
 Every file the package produces (summaries, reports, checkpoints, downloads) is written to a
 temporary file in the target's folder and moved over the target with ``os.replace``, so a reader
 never sees a half-written file and an interrupted write leaves the old file (or none) behind.
 JSON is strict: numpy / torch values become numbers and lists, non-finite floats ``null``.
+Folders are made with :func:`make_dirs`, which says which folder it created, so that a call that
+fails can remove what it created (:func:`remove_created`); :func:`writable_problem` tests a
+place before any work is done there.
 
 Example:
     >>> import json, math, tempfile, pathlib
@@ -21,13 +24,23 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_writer", "json_safe", "write_json", "json_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_writer",
+    "json_safe",
+    "write_json",
+    "json_text",
+    "make_dirs",
+    "remove_created",
+    "writable_problem",
+]
 
 
 @contextmanager
@@ -90,3 +103,69 @@ def json_text(obj: Any, *, indent: int | None = 2) -> str:
 def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     """Write ``obj`` as strict JSON to ``path`` atomically."""
     atomic_write(path, json_text(obj, indent=indent))
+
+
+def make_dirs(path: str | os.PathLike[str]) -> Path | None:
+    """Create a folder with its missing parents.
+
+    Returns:
+        The outermost folder this call created (remove it to undo the call), or None when the
+        folder existed already.
+
+    Raises:
+        OSError: when a folder cannot be created (what was created is removed again).
+    """
+    target = Path(path)
+    missing = []
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if not missing:
+        return None
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_created(missing[-1])
+        raise
+    return missing[-1]
+
+
+def remove_created(folder: str | os.PathLike[str] | None, *, keep_files: bool = False) -> None:
+    """Undo :func:`make_dirs` after a failure: remove ``folder`` and what it holds.
+
+    Args:
+        folder: what :func:`make_dirs` returned (None: nothing to do).
+        keep_files: remove only folders that hold no file (a resumable command keeps the work
+            it did before failing).
+    """
+    if folder is None or not Path(folder).is_dir():
+        return
+    if not keep_files:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(root)  # only succeeds for an empty folder
+        except OSError:
+            pass
+
+
+def writable_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be created at ``path`` (a folder, existing or to be made), or None.
+
+    The check creates and removes a probe file in the folder, or in its nearest existing
+    ancestor: permission bits say nothing for root or on read-only mounts, a write does.
+    """
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".sgdtemp-probe-")
+    except OSError as err:
+        return f"{folder} is not writable ({err.strerror or err})"
+    os.close(fd)
+    os.unlink(probe)
+    return None

@@ -89,7 +89,15 @@ def swept(tmp_path_factory):
 
 def test_sweep_json_then_rerun_skips(swept, capsys):
     folder, first = swept
-    assert first == {"total": 2, "ok": 2, "diverged": 0, "failed": 0, "unstable": 0, "skipped": 0}
+    assert first == {
+        "total": 2,
+        "ok": 2,
+        "diverged": 0,
+        "failed": 0,
+        "unstable": 0,
+        "skipped": 0,
+        "failed_earlier": 0,
+    }
     spec, db = str(folder / "spec.toml"), str(folder / "runs.db")
     code, out, _ = sgdtemp(["sweep", spec, "--db", db, "--json"], capsys)
     assert code == 0 and json.loads(out)["skipped"] == 2

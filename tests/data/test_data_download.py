@@ -94,6 +94,12 @@ def test_checksum_mismatch_leaves_nothing(tmp_path: Path, server: Loopback) -> N
         download(
             "tiny", root=tmp_path, base_url=server.url, registry=_registry(_spec("a.bin", PAYLOAD))
         )
+    assert list(tmp_path.iterdir()) == []  # not even the folder this call created
+    (tmp_path / "tiny").mkdir()  # a folder that was there before stays
+    with pytest.raises(UserError, match="failed its checksum"):
+        download(
+            "tiny", root=tmp_path, base_url=server.url, registry=_registry(_spec("a.bin", PAYLOAD))
+        )
     assert list((tmp_path / "tiny").iterdir()) == []
 
 
@@ -102,9 +108,12 @@ def test_interrupted_download_leaves_nothing(tmp_path: Path, server: Loopback) -
     server.cut_short.add("a.bin")
     with pytest.raises(UserError, match=f"stopped after {len(PAYLOAD) // 2} of {len(PAYLOAD)}"):
         download(
-            "tiny", root=tmp_path, base_url=server.url, registry=_registry(_spec("a.bin", PAYLOAD))
+            "tiny",
+            root=tmp_path / "cache",
+            base_url=server.url,
+            registry=_registry(_spec("a.bin", PAYLOAD)),
         )
-    assert list((tmp_path / "tiny").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no file, no folder
 
 
 def test_cached_file_is_not_downloaded_again(tmp_path: Path, server: Loopback) -> None:

@@ -51,6 +51,7 @@ def test_records_every_run_and_rerun_skips_finished(tmp_path, pool):
         "failed": 0,
         "unstable": 0,
         "skipped": 0,
+        "failed_earlier": 0,
     }
     assert events[-1].done == 6 and events[-1].running == 0
     assert all(e.running <= pool.max_workers for e in events)
@@ -79,8 +80,11 @@ def test_failing_task_is_recorded_failed_once_with_the_traceback(tmp_path, pool)
         failed = store.runs(status="failed")[0]
         assert failed.error.startswith("ValueError: task 1 fails on purpose")
         assert "Traceback" in failed.error and failed.attempts == 1
+    plain = execute(jobs, store=db, sweep="s", executor=pool)  # a plain rerun says what is left
+    assert (plain.failed, plain.skipped, plain.failed_earlier, plain.left_failed) == (0, 2, 1, 1)
     summary = execute(jobs, store=db, sweep="s", executor=pool, retry_failed=True)
     assert (summary.failed, summary.skipped) == (1, 1)  # requeued, ran, failed again
+    assert (summary.failed_earlier, summary.left_failed) == (0, 1)
 
 
 def test_diverged_status_comes_from_the_task(tmp_path, pool):
@@ -140,7 +144,7 @@ def test_resumes_a_run_left_running_by_a_dead_driver(tmp_path, pool):
     summary = execute(jobs, store=db, sweep="s", executor=pool)
     assert summary.ok == 1
     with Store(db) as store:
-        assert store.run(key).attempts == 2
+        assert store.run(key).attempts == 1  # the dead driver's claim cost no attempt
         assert [a.outcome for a in store.attempts(key)] == ["abandoned", "ok"]
 
 

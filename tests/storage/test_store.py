@@ -144,8 +144,11 @@ CLAIM_AND_EXIT = textwrap.dedent(
     from sgdtemp.storage import Store
     store = Store(sys.argv[1])
     for key in sys.argv[3:]:
-        if key != "--hold":
-            assert store.claim(key, max_attempts=int(sys.argv[2])) is not None
+        if not key.startswith("--"):
+            claim = store.claim(key, max_attempts=int(sys.argv[2]))
+            assert claim is not None
+            if "--start" in sys.argv:
+                assert store.start(key, claim.token, pid=0, host="h", environment={})
     print("claimed", flush=True)
     if "--hold" in sys.argv:
         time.sleep(30)
@@ -159,17 +162,36 @@ def claim_in_subprocess(db, keys, max_attempts=3):
     )
 
 
-def test_stale_claims_of_a_dead_owner_are_reclaimed_or_failed(store):
+@pytest.mark.parametrize("started", [False, True])
+def test_a_dead_drivers_claims_are_reclaimed_without_costing_an_attempt(store, started):
     runs = [new_run(0), new_run(1)]
     store.register("s", runs)
-    claim_in_subprocess(store.path, [r.key for r in runs])  # a real process claims and dies
-    first = store.claim(runs[0].key, max_attempts=3)
-    assert first is not None and first.attempt == 2
-    assert store.run(runs[0].key).status == "running"
-    assert store.claim(runs[1].key, max_attempts=1) is None  # the bound is reached: failed
-    record = store.run(runs[1].key)
-    assert record.status == "failed" and record.error.startswith("abandoned after 1 attempts")
-    assert [a.outcome for a in store.attempts(runs[0].key)] == ["abandoned", None]
+    # a real driver process claims (and starts) the runs, then dies
+    claim_in_subprocess(store.path, [r.key for r in runs] + (["--start"] if started else []))
+    for run in runs:
+        claim = store.claim(run.key, max_attempts=1)  # even with a bound of one try
+        assert claim is not None and claim.attempt == 2
+        record = store.run(run.key)
+        assert (record.status, record.attempts) == ("running", 0)
+    abandoned, current = store.attempts(runs[0].key)
+    assert abandoned.outcome == "abandoned" and current.outcome is None
+    when = "after" if started else "before"
+    assert f"stopped {when} the run started" in abandoned.error
+    assert store.start(runs[0].key, current.token, pid=0, host="h", environment={})
+    assert store.finish(runs[0].key, current.token, status="ok")
+    assert store.run(runs[0].key).attempts == 1  # the try that ran and ended counts
+
+
+def test_a_lowered_bound_fails_a_run_whose_workers_died(store):
+    run = new_run(0)
+    store.register("s", [run])
+    claim = store.claim(run.key, max_attempts=3)
+    again = store.retry_lost(run.key, claim.token, "worker killed", max_attempts=3)
+    store.release([again.token])
+    assert (store.run(run.key).status, store.run(run.key).attempts) == ("pending", 1)
+    assert store.claim(run.key, max_attempts=1) is None
+    record = store.run(run.key)
+    assert record.status == "failed" and "worker died in 1 attempts" in record.error
 
 
 def test_live_owner_keeps_its_claim_until_the_lease_expires(store):
@@ -243,3 +265,112 @@ def test_bad_files(tmp_path):
 def test_artifacts_folder(store):
     folder = store.artifact_dir("abc")
     assert folder.is_dir() and folder.parent == store.path.parent / "runs.artifacts"
+
+
+# ------------------------------------------------------------------ safe opening (_schema.py)
+
+
+def digest_of(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_readonly_store_reads_without_writing_and_leaves_no_wal_files(store, tmp_path):
+    runs = [new_run(i) for i in range(3)]
+    store.register("s", runs)
+    claim = store.claim(runs[0].key, max_attempts=3)
+    store.finish(runs[0].key, claim.token, status="ok", metrics={"loss": 0.5})
+    store.close()
+    before = digest_of(store.path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    with Store(store.path, readonly=True) as reader:
+        assert [r.status for r in reader.runs()] == ["ok", "pending", "pending"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.register("t", [new_run(9)])
+    assert digest_of(store.path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no -wal / -shm left
+
+
+def test_readonly_store_beside_a_live_writer_sees_its_records(store):
+    run = new_run(0)
+    store.register("s", [run])  # the writer stays open
+    with Store(store.path, readonly=True) as reader:
+        assert reader.run(run.key).status == "pending"
+    claim = store.claim(run.key, max_attempts=3)  # the writer's files are intact
+    assert store.finish(run.key, claim.token, status="ok")
+
+
+def make_foreign(path):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_foreign_database_is_refused_untouched(tmp_path, readonly):
+    path = tmp_path / "theirs.db"
+    make_foreign(path)
+    before = digest_of(path)
+    with pytest.raises(UserError, match=r"another program \(tables: notes\)"):
+        Store(path, readonly=readonly)
+    assert digest_of(path) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # no WAL switch
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.db"]
+
+
+def test_an_empty_file_is_a_store_only_for_a_writer(tmp_path):
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match="is empty, not an sgdtemp store"):
+        Store(path, readonly=True)
+    assert path.read_bytes() == b""
+    with Store(path) as store:  # a sweep may start its store in an empty file
+        assert store.counts()["pending"] == 0
+
+
+def test_a_version_1_store_is_read_and_upgraded_with_checksums(tmp_path):
+    path = tmp_path / "v1.db"
+    with Store(path) as store:
+        run = new_run(0)
+        store.register("s", [run])
+        claim = store.claim(run.key, max_attempts=3)
+        store.finish(run.key, claim.token, status="ok", metrics={"loss": 0.5})
+    conn = sqlite3.connect(path)  # as version 1 left it: no digest column
+    conn.execute("ALTER TABLE runs DROP COLUMN digest")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    before = digest_of(path)
+    with Store(path, readonly=True) as reader:
+        assert reader.run(run.key).metrics == {"loss": 0.5}
+    assert digest_of(path) == before
+    with Store(path) as writer:  # upgraded: the finished run is sealed
+        assert writer._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert writer.run(run.key).metrics == {"loss": 0.5}
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET metrics = '{\"loss\": 0.25}'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(UserError, match="do not match their checksum"):
+        Store(path, readonly=True).runs()
+
+
+def test_finished_runs_are_sealed_on_every_path(store):
+    runs = [new_run(i) for i in range(4)]
+    store.register("s", runs[:3] + [new_run(3, status="unstable", metrics={"x": 1})])
+    claim = store.claim(runs[0].key, max_attempts=3)
+    store.finish(runs[0].key, claim.token, status="ok", metrics={"loss": 1.0})
+    claim = store.claim(runs[1].key, max_attempts=1)
+    store.retry_lost(runs[1].key, claim.token, "killed", max_attempts=1)  # failed
+    rows = dict(store._conn.execute("SELECT key, digest FROM runs"))
+    assert rows[runs[2].key] is None  # pending: nothing to seal
+    assert all(rows[r.key] for r in (runs[0], runs[1], new_run(3)))
+    assert [r.status for r in store.runs()] == ["ok", "failed", "pending", "unstable"]
+    store._conn.execute("UPDATE runs SET lr = 0.2 WHERE key = ?", (runs[1].key,))
+    with pytest.raises(UserError, match=f"run {runs[1].key[:16]} is damaged"):
+        store.runs()

@@ -153,11 +153,19 @@ def test_checkpoint_of_another_model_is_a_one_line_user_error(tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["model_kwargs"]["width"] = 5
     torch.save(payload, path)
+    _one_line_error(path, "damaged or was edited: its content does not match its sha256")
+    _resave(payload, path)  # consistent, as another sgdtemp version might write it
     message = _one_line_error(path, "weights do not fit model cnn")
     assert "saved (3, 1, 2, 2), model (5, 1, 2, 2)" in message
     payload["config"]["in_shape"] = [1, 2]
-    torch.save(payload, path)
+    _resave(payload, path)
     _one_line_error(path, "cannot be rebuilt: in_shape must be")
+
+
+def _resave(payload, path):
+    """Write an edited payload with a matching content hash."""
+    payload["sha256"] = ckpt.content_digest(payload)
+    torch.save(payload, path)
 
 
 def test_save_needs_shape_and_a_known_model(tmp_path):

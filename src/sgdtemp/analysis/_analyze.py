@@ -151,7 +151,7 @@ def analyze(store: Store | str | os.PathLike[str], *, sweep: str | None = None) 
         [('T=0.0004883', False), ('T=0.0009766', False)]
     """
     own = not isinstance(store, Store)
-    db = Store(store, create=False) if not isinstance(store, Store) else store
+    db = Store(store, readonly=True) if not isinstance(store, Store) else store
     try:
         try:
             name = pick_sweep(db, sweep)

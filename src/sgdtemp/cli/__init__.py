@@ -55,14 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code.
+
+    A user mistake (:class:`UserError`) is one line on stderr and exit code 2; a file-system
+    fault or exhausted memory that no check foresaw is one line and exit code 1 (never a
+    traceback). A call that fails that way removes the output folders it created.
+    """
+    from sgdtemp.cli._common import forget_created, undo_created
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    forget_created()
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
     except UserError as err:
-        print(f"sgdtemp {args.command}: error: {err}", file=sys.stderr)
+        undo_created()
+        print(f"sgdtemp {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sgdtemp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as err:
+        undo_created()
+        detail = f" ({_one_line(err)})" if str(err) else ""
+        print(
+            f"sgdtemp {args.command}: error: out of memory{detail}; ask for less (a smaller "
+            "grid, fewer chains or examples)",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as err:
+        undo_created()
+        where = f": {err.filename}" if err.filename else ""
+        print(
+            f"sgdtemp {args.command}: error: {err.strerror or _one_line(err)}{where}",
+            file=sys.stderr,
+        )
+        return 1
+    forget_created()
+    return code
+
+
+def _one_line(err: BaseException) -> str:
+    """An error message on one line (line breaks folded into spaces)."""
+    return " ".join(str(err).split())

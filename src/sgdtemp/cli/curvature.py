@@ -20,7 +20,7 @@ import torch
 from sgdtemp.cli._common import emit_json, progress_enabled
 from sgdtemp.errors import UserError
 
-__all__ = ["register", "load_run", "add_run_args", "add_json_arg"]
+__all__ = ["register", "load_run", "add_run_args", "add_json_arg", "check_run_args"]
 
 DEFAULT_MAX_EXAMPLES = 4096
 
@@ -63,6 +63,20 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_run_args(args: argparse.Namespace) -> None:
+    """Check the options of :func:`add_run_args` (before any other work).
+
+    Raises:
+        UserError: naming the first bad option.
+    """
+    if args.max_examples < 0:
+        raise UserError(f"--max-examples must be >= 0, got {args.max_examples}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+
+
 def load_run(args: argparse.Namespace) -> Any:
     """The checkpoint of ``args`` with its data (:func:`sgdtemp.experiments.measure.load_run`).
 
@@ -72,12 +86,7 @@ def load_run(args: argparse.Namespace) -> Any:
     """
     from sgdtemp.experiments.measure import load_run as load
 
-    if args.max_examples < 0:
-        raise UserError(f"--max-examples must be >= 0, got {args.max_examples}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.seed < 0:
-        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    check_run_args(args)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     return load(
         args.checkpoint,
@@ -97,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     from sgdtemp.experiments.measure import CurvatureOptions, measure_curvature
     from sgdtemp.theory.temperature import temperature
 
+    check_run_args(args)
     if args.probes < 1:
         raise UserError(f"--probes must be a positive integer, got {args.probes}")
     if args.top_k < 0:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json
+from sgdtemp.cli._common import emit_json, nonempty_path
 
 
 def register(subparsers: Any) -> None:
@@ -19,7 +18,7 @@ def register(subparsers: Any) -> None:
         "Files already there are not fetched again; a failed transfer leaves nothing behind.",
     )
     parser.add_argument("name", help="fashion-mnist, mnist or cifar10")
-    parser.add_argument("--root", type=Path, help="cache folder (default: see above)")
+    parser.add_argument("--root", type=nonempty_path, help="cache folder (default: see above)")
     parser.add_argument("--base-url", help="mirror URL prefix to use instead of the official ones")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=run)

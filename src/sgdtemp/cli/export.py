@@ -3,17 +3,17 @@
 Columns: the run columns (key, sweep, status, dataset, model, lr, batch_size, momentum,
 temperature, seed, attempts, times, host, error), every scalar metric flattened with dots
 (``metric.final...``), and the config, metrics and environment as JSON text. CSV goes to stdout
-without ``--out``; Parquet needs pyarrow (or pandas with a parquet engine) and ``--out``.
+without ``--out``; Parquet needs pyarrow (or pandas with a parquet engine) and ``--out``. The
+store is opened read-only and never modified.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json
+from sgdtemp.cli._common import check_out_file, emit_json, nonempty_path
 
 __all__ = ["register", "run"]
 
@@ -25,12 +25,14 @@ def register(subparsers: Any) -> None:
         help="export the runs of a results store as CSV or Parquet",
         description="Write the runs of a results store (sgdtemp sweep --db) as one flat table.",
     )
-    parser.add_argument("--db", type=Path, required=True, metavar="FILE", help="results store")
+    parser.add_argument(
+        "--db", type=nonempty_path, required=True, metavar="FILE", help="results store (read only)"
+    )
     parser.add_argument(
         "--format", choices=("csv", "parquet"), default="csv", help="table format (default csv)"
     )
     parser.add_argument(
-        "--out", type=Path, metavar="FILE", help="output file (default for CSV: stdout)"
+        "--out", type=nonempty_path, metavar="FILE", help="output file (default for CSV: stdout)"
     )
     parser.add_argument("--sweep", metavar="NAME", help="only this sweep's runs")
     parser.add_argument(
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
             if args.format == "csv"
             else f"--format {args.format} writes a file: give --out FILE.{args.format}"
         )
-    if args.out is not None and args.out.is_dir():
-        raise UserError(f"--out {args.out} is a folder; give a file name")
+    if args.out is not None:
+        check_out_file(args.out)
     if not args.db.is_file():
         raise UserError(f"--db {args.db}: no such store; run `sgdtemp sweep` to create it")
     out = args.out if args.out is not None else sys.stdout

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json, ensure_out_dir
+from sgdtemp.cli._common import emit_json, ensure_out_dir, nonempty_path
 
 __all__ = ["register", "run", "print_claims"]
 
@@ -29,8 +29,12 @@ def register(subparsers: Any) -> None:
         "decomposition vs T, the two-minima study, the stationary-law checks, the claims of "
         "the paper with their measured verdicts, and the environment.",
     )
-    parser.add_argument("--db", type=Path, required=True, metavar="FILE", help="results store")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--db", type=nonempty_path, required=True, metavar="FILE", help="results store"
+    )
+    parser.add_argument(
+        "--out", type=nonempty_path, required=True, metavar="DIR", help="output folder"
+    )
     parser.add_argument(
         "--sweep", metavar="NAME", help="sweep to analyze (default: the one with most runs)"
     )

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json, ensure_out_dir, progress_enabled
+from sgdtemp.cli._common import emit_json, ensure_out_dir, nonempty_path, progress_enabled
 
 __all__ = ["register", "run"]
 
@@ -35,7 +35,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--profile", choices=tuple(PROFILES), default="quick", help="scale (default: quick)"
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--out", type=nonempty_path, required=True, metavar="DIR", help="output folder"
+    )
     parser.add_argument(
         "--workers", type=int, metavar="N", help="parallel training runs (default: the CPUs)"
     )
@@ -87,13 +89,16 @@ def run(args: argparse.Namespace) -> int:
     from sgdtemp.errors import UserError
     from sgdtemp.experiments.reproduce import reproduce
     from sgdtemp.experiments.sweep import parse_fuse
+    from sgdtemp.resources import require_device
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be a positive integer, got {args.workers}")
     fuse = parse_fuse(args.fuse)
     if args.data_root is not None and not Path(args.data_root).exists():
         raise UserError(f"--data-root {args.data_root}: no such folder")
-    out = ensure_out_dir(args.out)
+    if args.device is not None:
+        require_device(args.device)
+    out = ensure_out_dir(args.out, keep_files=True)  # a failed rerun keeps the finished work
     verbose = not args.json
     started = time.perf_counter()
 

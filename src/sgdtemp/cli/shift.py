@@ -22,16 +22,24 @@ import torch
 from torch import nn
 
 from sgdtemp.cli._common import emit_json, progress_enabled
-from sgdtemp.cli.curvature import add_json_arg, add_run_args, load_run
+from sgdtemp.cli.curvature import add_json_arg, add_run_args, check_run_args, load_run
 from sgdtemp.errors import UserError
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sgdtemp.data import parse_eval_sets
     from sgdtemp.experiments.measure import head
     from sgdtemp.shift import OBJECTIVES, ShiftOptions, measure_shift
 
+    check_run_args(args)
+    eval_sets = parse_eval_sets(args.eval_set)
+    if len(eval_sets) != 1 or eval_sets[0] == "train":
+        raise UserError(
+            f"--eval-set {args.eval_set}: give one set other than train (the shift starts from "
+            "the train minimum): heldout, test or corrupt:NAME:SEVERITY"
+        )
     if args.objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}")
     if args.mu is not None and not (args.mu > 0 and math.isfinite(args.mu)):

@@ -234,7 +234,39 @@ def _validate(args: argparse.Namespace) -> tuple[_Spec, dict[str, float], float]
         raise UserError("--domain applies only to 2-D landscapes")
     require_positive("--sgd-chains", args.sgd_chains)
     require_positive("--sgd-steps", args.sgd_steps)
+    _check_resources(args, spec.dim)
     return spec, _parse_params(args.landscape, args.param, args.noise), sigma
+
+
+def _check_resources(args: argparse.Namespace, dim: int) -> None:
+    """Refuse a grid or an SGD histogram larger than this machine can hold, before any work."""
+    from sgdtemp.resources import (
+        MAX_SIMULATED_STEPS,
+        grid_1d_bytes,
+        grid_2d_bytes,
+        require_memory,
+        require_steps,
+        trajectory_bytes,
+    )
+
+    if dim == 2:
+        need = grid_2d_bytes(float(args.grid) ** 2)
+        what = f"--grid {args.grid} (about {float(args.grid) ** 2:.3g} cells)"
+    else:
+        need = grid_1d_bytes(max(POINTS_PER_GRID_1D * float(args.grid), 4001))
+        what = f"--grid {args.grid} ({POINTS_PER_GRID_1D * float(args.grid):.3g} points)"
+    require_memory(need, what=what, fix="use a smaller --grid (the default is 200)")
+    if args.out is not None:  # the SGD histogram runs only with --out
+        what = f"--sgd-chains {args.sgd_chains} x --sgd-steps {args.sgd_steps}"
+        fix = "use fewer --sgd-chains or --sgd-steps"
+        require_memory(
+            trajectory_bytes(args.sgd_chains, args.sgd_steps, args.sgd_steps, dim),
+            what=what,
+            fix=fix,
+        )
+        require_steps(
+            args.sgd_chains * args.sgd_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS
+        )
 
 
 # ----------------------------------------------------------------------------- solving

@@ -2,8 +2,10 @@
 
 The spec (see :mod:`sgdtemp.experiments.spec`) is checked and the data loaded before any run
 starts; an unreachable ``--address`` fails before any work too. Rerunning the same command skips
-finished runs and resumes interrupted ones. Exit code 0 when every run finished (``ok``,
-``diverged`` or ``unstable``), 1 when some failed, 2 for bad input.
+finished runs and finishes every other one, however often an earlier invocation was killed. Exit
+code 0 when every run of the sweep finished (``ok``, ``diverged`` or ``unstable``), 1 when some
+are recorded failed (by this invocation or an earlier one: the message says how many and how to
+retry them), 2 for bad input.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json, progress_enabled
+from sgdtemp.cli._common import emit_json, nonempty_path, progress_enabled
 
 __all__ = ["register", "run"]
 
@@ -29,7 +31,9 @@ def register(subparsers: Any) -> None:
         "rerun skips finished runs.",
     )
     parser.add_argument("spec", type=Path, metavar="SPEC.toml", help="the sweep spec")
-    parser.add_argument("--db", type=Path, required=True, metavar="FILE", help="results store")
+    parser.add_argument(
+        "--db", type=nonempty_path, required=True, metavar="FILE", help="results store"
+    )
     parser.add_argument(
         "--executor",
         choices=("local", "ray", "dask"),
@@ -74,7 +78,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='print {"total", "ok", "diverged", "failed", "unstable", "skipped"} on stdout',
+        help='print {"total", "ok", "diverged", "failed", "unstable", "skipped", '
+        '"failed_earlier"} on stdout',
     )
     parser.set_defaults(handler=run)
 
@@ -150,15 +155,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(counts)
     else:
+        earlier = f" ({summary.failed_earlier} of them failed)" if summary.failed_earlier else ""
         print(
             f"sweep {spec.name}: {counts['ok']} ok, {counts['diverged']} diverged, "
             f"{counts['failed']} failed, {counts['unstable']} unstable, {counts['skipped']} "
-            f"already done, of {counts['total']} runs ({summary.seconds:.1f} s); store {db_path}"
+            f"already done{earlier}, of {counts['total']} runs ({summary.seconds:.1f} s); "
+            f"store {db_path}"
         )
-    if summary.failed:
+    if summary.left_failed:
+        earlier = f" ({summary.failed_earlier} by an earlier run)" if summary.failed_earlier else ""
         print(
-            f"sgdtemp sweep: {summary.failed} runs failed; see the error column "
-            f"(sgdtemp export --db {db_path} --format csv) or rerun with --retry-failed",
+            f"sgdtemp sweep: {summary.left_failed} of {summary.total} runs are recorded failed"
+            f"{earlier}; see their error column (sgdtemp export --db {db_path}) and rerun this "
+            "command with --retry-failed to run them again",
             file=sys.stderr,
         )
         return 1

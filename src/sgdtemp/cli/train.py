@@ -14,12 +14,14 @@ from typing import Any
 
 from sgdtemp.cli._common import (
     add_output_args,
+    check_out_dir,
     emit_json,
     ensure_out_dir,
     progress_enabled,
 )
 from sgdtemp.errors import UserError, require_positive
 from sgdtemp.files import atomic_write, json_safe, json_text
+from sgdtemp.resources import MAX_STEPS, require_steps
 
 __all__ = ["register", "run"]
 
@@ -158,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
     if args.divergence_bound is not None:
         require_positive("--divergence-bound", args.divergence_bound)
+    check_out_dir(args.out)
     device = resolve_device(args.device)
     options = FitOptions(
         lr=args.lr,
@@ -184,6 +187,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--batch-size {args.batch_size} is larger than the training set ({n_train} images); "
             f"choose at most {n_train}"
+        )
+    steps = args.epochs * -(-n_train // args.batch_size)
+    require_steps(
+        steps,
+        what=f"--epochs {args.epochs} ({steps:.3g} SGD steps)",
+        fix=f"choose at most {MAX_STEPS // -(-n_train // args.batch_size)} epochs",
+    )
+    if stationary is not None:  # the budget in SDE time is steps x lr
+        budget = args.max_sde_time / args.lr
+        require_steps(
+            budget,
+            what=f"--max-sde-time {args.max_sde_time:g} at --lr {args.lr:g} ({budget:.3g} steps)",
+            fix=f"choose --max-sde-time at most {MAX_STEPS * args.lr:.3g}",
         )
     evals = {spec: eval_set(splits, spec, seed=args.data_seed) for spec in specs}
     for spec, data in evals.items():

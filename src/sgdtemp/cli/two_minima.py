@@ -42,6 +42,29 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _check_resources(config: Any) -> None:
+    """Refuse a study whose every simulated cell exceeds this machine, before any work.
+
+    A cell runs at least ``min_steps`` steps and keeps at least ``min_steps / record_every``
+    records (at most ``MAX_RECORDS``) of its SGD and SDE chains: a lower bound, so a study that
+    fits is never refused.
+    """
+    from sgdtemp.experiments.two_minima.plan import MAX_RECORDS
+    from sgdtemp.resources import (
+        MAX_SIMULATED_STEPS,
+        require_memory,
+        require_steps,
+        trajectory_bytes,
+    )
+
+    what = f"n_chains = {config.n_chains} with min_steps = {config.min_steps}"
+    fix = "use fewer n_chains or min_steps"
+    steps = min(config.min_steps, MAX_RECORDS * config.record_every)
+    need = 2 * trajectory_bytes(config.n_chains, steps, config.record_every)
+    require_memory(need, what=what, fix=fix)
+    require_steps(config.n_chains * config.min_steps, what=what, fix=fix, limit=MAX_SIMULATED_STEPS)
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate everything, plan the cells, run them, then write the results atomically."""
     from sgdtemp.experiments.two_minima import (
@@ -57,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, quick=args.quick)
     else:
         config = TwoMinimaConfig.quick() if args.quick else TwoMinimaConfig()
+    _check_resources(config)
     out: Path = args.out
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not args.overwrite:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgdtemp.errors import UserError
-from sgdtemp.files import atomic_writer
+from sgdtemp.files import atomic_writer, make_dirs, remove_created
 
 __all__ = ["RemoteFile", "RemoteDataset", "REMOTE_DATASETS", "cache_root", "download"]
 
@@ -213,7 +213,8 @@ def download(
 
     Raises:
         UserError: for an unknown name, an unwritable cache, or when every mirror fails (network
-            error, interrupted transfer, checksum mismatch); no partial file is left behind.
+            error, interrupted transfer, checksum mismatch); no partial file is left behind,
+            nor a folder this call created and left empty.
     """
     registry = REMOTE_DATASETS if registry is None else registry
     if name not in registry:
@@ -226,12 +227,22 @@ def download(
     )
     folder = (Path(root).expanduser() if root is not None else cache_root()) / name
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        created = make_dirs(folder)
     except OSError as err:
         raise UserError(
             f"download folder {folder} cannot be created ({err.strerror}); "
             "choose another root or set SGDTEMP_DATA"
         ) from err
+    try:
+        _fetch_all(remote, name, folder, mirrors)
+    except BaseException:
+        remove_created(created, keep_files=True)  # verified files stay; empty folders go
+        raise
+    return folder
+
+
+def _fetch_all(remote: RemoteDataset, name: str, folder: Path, mirrors: tuple[str, ...]) -> None:
+    """Fetch every file of ``remote`` missing from ``folder``, trying the mirrors in order."""
     for spec in remote.files:
         target = folder / spec.name
         if _is_cached(target, spec):
@@ -252,4 +263,3 @@ def download(
                 f"could not download {spec.name} for {name} ({'; '.join(failures)}); check the "
                 "network or pass another mirror as base_url"
             )
-    return folder

@@ -81,6 +81,8 @@ def _worker_main(conn: Connection, parent_pid: int, threads: int, preload: tuple
             sys.stderr.flush()
         try:
             conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError, EOFError):  # the driver is gone: stop
+            return
         except Exception as exc:  # the result or exception does not pickle
             text = "".join(traceback.format_exception(exc))
             conn.send((False, RuntimeError(f"result could not be sent back: {exc!r}"), text))

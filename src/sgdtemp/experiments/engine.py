@@ -10,13 +10,17 @@ a run (a lease with a fresh token, see :mod:`sgdtemp.storage`), submits it, and 
 the outcome through the store (``ok``, ``diverged``, ``failed`` with the traceback, or
 ``unstable``). The driver refreshes the heartbeat of its claims while they run.
 
-Resume rule. Rerunning the same sweep skips finished keys. A run left ``running`` by a driver
-that died is claimed again as soon as that driver's process is gone (same host), or once its
-heartbeat is older than ``lease_s`` (other hosts); an abandoned attempt's late write is discarded
-because its token no longer holds the run, so every run is recorded exactly once. A run whose
-worker died (killed, out of memory) is claimed again and resubmitted; after ``max_attempts``
-claims it is recorded ``failed`` with the reason. A task that *raises* is recorded ``failed`` at
-once (the same config would raise again; ``retry_failed`` requeues failed runs on a rerun).
+Resume rule. Rerunning the same sweep skips finished keys and finishes every other run. A run
+left ``running`` by a driver that died is claimed again as soon as that driver's process is gone
+(same host), or once its heartbeat is older than ``lease_s`` (other hosts); an abandoned attempt's
+late write is discarded because its token no longer holds the run, so every run is recorded
+exactly once. A driver's crash costs its runs no attempt, started or not (the attempt rule of
+:mod:`sgdtemp.storage`): however often a sweep is killed, a plain rerun finishes it. A run whose
+worker died (killed, out of memory) under a live driver is claimed again and resubmitted; after
+``max_attempts`` such deaths it is recorded ``failed`` with the reason. A task that *raises* is
+recorded ``failed`` at once (the same config would raise again; ``retry_failed`` requeues failed
+runs on a rerun). :attr:`SweepSummary.failed_earlier` counts the failed runs a rerun did not
+retry, so a caller can say how many are left and how to retry them.
 
 Determinism. Workers run with one intra-op thread (:func:`~sgdtemp.executors.limit_threads`), so
 a task that seeds itself gives bit-identical metrics through the ``local``, ``ray`` and ``dask``
@@ -140,6 +144,8 @@ class SweepSummary:
         failed: raised, or lost their worker ``max_attempts`` times.
         unstable: ``lr · λ_max ≥ 2`` (recorded, maybe run, never mixed into claims).
         skipped: already finished before this invocation.
+        failed_earlier: of the skipped runs, those an earlier invocation recorded ``failed``
+            (not retried without ``retry_failed``).
         seconds: wall-clock time of this invocation.
         task_seconds: time the tasks themselves took, summed over the runs executed here.
         task_cpu_seconds: CPU time of the worker processes during those tasks, summed (below
@@ -156,9 +162,15 @@ class SweepSummary:
     seconds: float
     task_seconds: float
     task_cpu_seconds: float = 0.0
+    failed_earlier: int = 0
+
+    @property
+    def left_failed(self) -> int:
+        """Runs of the sweep recorded ``failed`` after this invocation (by it or earlier)."""
+        return self.failed + self.failed_earlier
 
     def counts(self) -> dict[str, int]:
-        """``{"total", "ok", "diverged", "failed", "unstable", "skipped"}``."""
+        """``{"total", "ok", "diverged", "failed", "unstable", "skipped", "failed_earlier"}``."""
         return {
             "total": self.total,
             "ok": self.ok,
@@ -166,6 +178,7 @@ class SweepSummary:
             "failed": self.failed,
             "unstable": self.unstable,
             "skipped": self.skipped,
+            "failed_earlier": self.failed_earlier,
         }
 
 
@@ -193,7 +206,7 @@ def _worker_store(path: str) -> Store:
     cache_key = (path, os.getpid())
     store = _WORKER_STORES.get(cache_key)
     if store is None:
-        store = _WORKER_STORES[cache_key] = Store(path)
+        store = _WORKER_STORES[cache_key] = Store(path, verify=False)  # the driver verified it
         while len(_WORKER_STORES) > 4:
             _WORKER_STORES.popitem(last=False)[1].close()
     _WORKER_STORES.move_to_end(cache_key)
@@ -333,7 +346,7 @@ def execute(
         executor: an executor, or its name (``local``, ``ray``, ``dask``; built here and shut
             down at the end). Default: ``local``.
         workers: parallelism when the executor is built here.
-        max_attempts: claims of one run before a lost worker makes it ``failed``.
+        max_attempts: tries of one run whose worker died before it is recorded ``failed``.
         lease_s: a claim by a driver on another host is stale after this many seconds without
             a heartbeat (drivers refresh theirs every ``lease_s / 4``).
         retry_failed: requeue runs recorded ``failed`` before this invocation.
@@ -460,6 +473,7 @@ class _Driver:
             seconds=time.perf_counter() - started,
             task_seconds=self.task_seconds,
             task_cpu_seconds=self.task_cpu_seconds,
+            failed_earlier=sum(final[k].status == "failed" for k in skipped),
         )
 
     def _report(self) -> None:

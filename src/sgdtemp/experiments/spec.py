@@ -73,6 +73,7 @@ from typing import Any
 from sgdtemp.errors import UserError
 from sgdtemp.experiments._toml import TomlReader, located_error
 from sgdtemp.experiments.grid import RunConfig, iso_temperature_grid, product_grid
+from sgdtemp.resources import require_device
 
 __all__ = [
     "RunConfig",
@@ -393,6 +394,10 @@ def parse_spec(text: str, *, source: str = "<spec>", default_name: str = "sweep"
     momentum = float(r.value(raw, "momentum", "momentum", default=0.0))
     weight_decay = float(r.value(raw, "weight_decay", "num>=0", default=0.0))
     device = r.value(raw, "device", "str", default="cpu")
+    try:  # a device this machine lacks fails now, not in every run
+        require_device(device, option="device")
+    except UserError as err:
+        raise r.error("device", str(err).removeprefix(f"device {device}: ")) from err
     replacement = r.value(raw, "replacement", "bool", default=False)
     bound = r.value(raw, "divergence_bound", "num>0")
     checkpoints = r.value(raw, "checkpoints", "bool", default=False)

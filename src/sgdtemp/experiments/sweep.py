@@ -41,6 +41,7 @@ from sgdtemp.experiments.spec import (
     check_measurements,
 )
 from sgdtemp.experiments.train_task import TrainTask
+from sgdtemp.resources import require_device
 from sgdtemp.storage import CODE_VERSION, NewRun, Store, run_key
 
 __all__ = [
@@ -274,6 +275,10 @@ def prepare_spec(
         raise spec.error("model", f"the trainer is not available ({err})") from err
     if spec.model not in MODELS:
         raise spec.error("model", f"unknown model; choose one of {', '.join(MODELS)}")
+    try:  # a device this machine lacks fails here, before any run (spec files: when parsed)
+        require_device(spec.device, option="device")
+    except UserError as err:
+        raise spec.error("device", str(err).removeprefix(f"device {spec.device}: ")) from err
     source = DatasetSource(spec.dataset, spec.data)
     try:
         splits = source()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from sgdtemp.errors import UserError
-from sgdtemp.storage._store import RunRecord, Store
+from sgdtemp.files import atomic_writer
+from sgdtemp.storage._records import RunRecord
+from sgdtemp.storage._store import Store
 
 __all__ = ["EXPORT_FORMATS", "export_runs", "flatten_metrics", "run_table"]
 
@@ -78,8 +81,10 @@ def _write_csv(columns: list[str], rows: list[dict[str, Any]], out: Path | TextI
         writer.writerows(rows)
 
     if isinstance(out, Path):
-        with out.open("w", newline="") as handle:
+        with atomic_writer(out) as raw, io.TextIOWrapper(raw, newline="") as handle:
             write(handle)
+            handle.flush()
+            handle.detach()
     else:
         write(out)
 
@@ -103,11 +108,13 @@ def _write_parquet(columns: list[str], rows: list[dict[str, Any]], out: Path | T
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table(table), out)
+        with atomic_writer(out) as handle:
+            pq.write_table(pa.table(table), handle)
     else:  # pragma: no cover - only without pyarrow
         import pandas as pd
 
-        pd.DataFrame(table, columns=columns).to_parquet(out, index=False)
+        with atomic_writer(out) as handle:
+            pd.DataFrame(table, columns=columns).to_parquet(handle, index=False)
 
 
 EXPORT_FORMATS: dict[str, Callable[[list[str], list[dict[str, Any]], Path | TextIO], None]] = {
@@ -134,14 +141,19 @@ def export_runs(
     Returns:
         The number of rows written.
 
+    The store is opened read-only (a path) and never modified; a file ``out`` appears whole
+    or not at all.
+
     Raises:
-        UserError: on an unknown format or sweep, or parquet without pyarrow/pandas.
+        UserError: on an unknown format or sweep, parquet without pyarrow/pandas, a file that
+            is not an sgdtemp store or is damaged, or an ``out`` that cannot be written.
 
     Example:
         >>> import io, tempfile, pathlib
         >>> db = pathlib.Path(tempfile.mkdtemp()) / "runs.db"
         >>> buffer = io.StringIO()
-        >>> export_runs(Store(db), buffer)
+        >>> Store(db).close()  # an empty store
+        >>> export_runs(db, buffer)
         0
         >>> buffer.getvalue().splitlines()[0][:24]
         'key,sweep,status,dataset'
@@ -152,7 +164,7 @@ def export_runs(
     if format == "parquet":
         _parquet_backend()
     owned = not isinstance(store, Store)
-    db = store if isinstance(store, Store) else Store(store, create=False)
+    db = store if isinstance(store, Store) else Store(store, readonly=True)
     try:
         if sweep is not None and sweep not in db.sweeps():
             known = ", ".join(db.sweeps()) or "none"
@@ -161,5 +173,11 @@ def export_runs(
     finally:
         if owned:
             db.close()
-    writer(columns, rows, out)
+    try:
+        writer(columns, rows, out)
+    except OSError as err:
+        raise UserError(
+            f"--out {getattr(out, 'name', out)} cannot be written ({err.strerror or err}); "
+            "choose a writable place"
+        ) from err
     return len(rows)

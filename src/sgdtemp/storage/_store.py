@@ -1,13 +1,14 @@
 """The SQLite results store: one file (WAL, foreign keys on) plus an artifacts folder.
 
-Tables:
+Tables (schema and safe opening in :mod:`sgdtemp.storage._schema`):
 
 - ``sweeps(name, spec, created_at)``: one row per sweep name.
 - ``runs``: one row per run key (the hash of the full config, seed and code version): the
   columns named in the design (``key``, ``sweep``, ``status``, ``dataset``, ``model``, ``lr``,
   ``batch_size``, ``momentum``, ``temperature``, ``seed``, ``config``, ``metrics``, ``error``,
-  ``started_at``, ``finished_at``, ``host``, ``environment``) and the lease fields ``attempts``,
-  ``token``, ``owner``, ``heartbeat_at``. ``sweep`` is the sweep that first registered the key.
+  ``started_at``, ``finished_at``, ``host``, ``environment``), the lease fields ``attempts``,
+  ``token``, ``owner``, ``heartbeat_at``, and ``digest`` (a finished row's checksum).
+  ``sweep`` is the sweep that first registered the key.
 - ``sweep_runs(sweep, key, position)``: which runs each sweep asked for (a run shared by two
   sweeps is stored, and run, once).
 - ``attempts(token, key, attempt, owner, ...)``: one row per claim, with its outcome.
@@ -16,14 +17,19 @@ Status transitions: ``pending → running → ok | diverged | failed | unstable`
 also be recorded straight from ``pending`` when a cell is skipped for stability).
 
 Lease rule (what makes a crash resumable). A driver *claims* a run in one transaction: status
-``running``, a fresh random ``token``, ``owner = host:pid:process-start-time`` of the driver,
-``attempts + 1`` and a ``heartbeat_at`` that the driver refreshes while the run is in flight.
-A worker's writes (:meth:`Store.start`, :meth:`Store.finish`) take effect only while the row still
-holds their token, so a late write from an abandoned attempt is discarded and every run is recorded
-exactly once. A ``running`` row held by someone else is *stale*, and may be claimed again, when its
-owner is a process on this host that no longer exists, or when its heartbeat is older than the
-lease (for owners on other hosts). A run whose attempts reach the bound is recorded ``failed`` with
-the reason instead of being claimed again.
+``running``, a fresh random ``token``, ``owner = host:pid:process-start-time`` of the driver and
+a ``heartbeat_at`` that the driver refreshes while the run is in flight. A worker's writes
+(:meth:`Store.start`, :meth:`Store.finish`) take effect only while the row still holds their
+token, so a late write from an abandoned attempt is discarded and every run is recorded exactly
+once. A ``running`` row held by someone else is *stale*, and may be claimed again, when its owner
+is a process on this host that no longer exists, or when its heartbeat is older than the lease (for
+owners on other hosts).
+
+Attempt rule (what makes a crashed sweep finish on a plain rerun). ``attempts`` counts the tries
+that ran on a worker and ended there: the run finished after :meth:`Store.start`, or its worker
+died under a live driver (:meth:`Store.retry_lost`). A claim abandoned because its *driver*
+stopped (killed, interrupted, its host lost), started or not, costs no attempt: the run was not at
+fault. A run whose worker died ``max_attempts`` times is recorded ``failed`` with the reason.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent drivers and workers (processes on
 one host; SQLite's WAL needs a local file system) never interleave half-written records.
@@ -39,13 +45,23 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sgdtemp.errors import UserError
 from sgdtemp.storage._env import hostname
+from sgdtemp.storage._records import AttemptRecord, Claim, NewRun, RunRecord, RunState
+from sgdtemp.storage._schema import (
+    DIGEST_COLUMNS,
+    FINISHED,
+    RUN_COLUMNS,
+    STATUSES,
+    open_connection,
+    row_digest,
+    sidecars,
+    tidy_sidecars,
+)
 
 __all__ = [
     "FINISHED",
@@ -58,71 +74,6 @@ __all__ = [
     "Store",
     "process_owner",
 ]
-
-STATUSES = ("pending", "running", "ok", "diverged", "failed", "unstable")
-#: Statuses that end a run; a rerun of the sweep skips these keys.
-FINISHED = frozenset({"ok", "diverged", "failed", "unstable"})
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS sweeps (
-    name TEXT PRIMARY KEY,
-    spec TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    key TEXT PRIMARY KEY,
-    sweep TEXT NOT NULL REFERENCES sweeps(name),
-    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
-    dataset TEXT,
-    model TEXT,
-    lr REAL,
-    batch_size INTEGER,
-    momentum REAL,
-    temperature REAL,
-    seed INTEGER,
-    config TEXT NOT NULL,
-    metrics TEXT,
-    error TEXT,
-    started_at TEXT,
-    finished_at TEXT,
-    host TEXT,
-    environment TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    token TEXT,
-    owner TEXT,
-    heartbeat_at REAL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
-CREATE TABLE IF NOT EXISTS sweep_runs (
-    sweep TEXT NOT NULL REFERENCES sweeps(name),
-    key TEXT NOT NULL REFERENCES runs(key),
-    position INTEGER NOT NULL,
-    PRIMARY KEY (sweep, key)
-);
-CREATE INDEX IF NOT EXISTS sweep_runs_key ON sweep_runs(key);
-CREATE TABLE IF NOT EXISTS attempts (
-    token TEXT PRIMARY KEY,
-    key TEXT NOT NULL REFERENCES runs(key),
-    attempt INTEGER NOT NULL,
-    owner TEXT NOT NULL,
-    claimed_at TEXT NOT NULL,
-    started_at TEXT,
-    host TEXT,
-    pid INTEGER,
-    finished_at TEXT,
-    outcome TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key);
-"""
-
-_RUN_COLUMNS = (
-    "key, sweep, status, dataset, model, lr, batch_size, momentum, temperature, seed, config, "
-    "metrics, error, started_at, finished_at, host, environment, attempts"
-)
 
 
 def _now() -> str:
@@ -165,99 +116,6 @@ def _owner_alive(owner: str) -> bool | None:
     return not start or _process_start(pid) in ("", start)
 
 
-@dataclass(frozen=True)
-class NewRun:
-    """A run to register: its key, full config and the columns that index it.
-
-    Attributes:
-        key: the run key (:func:`sgdtemp.storage.run_key` of ``config``).
-        config: the full configuration (JSON values).
-        dataset: data set name (or a label for user data).
-        model: model name (or a label for a user factory).
-        lr: learning rate.
-        batch_size: minibatch size.
-        momentum: heavy-ball momentum.
-        temperature: ``lr / (batch_size (1 - momentum))`` from :mod:`sgdtemp.theory.temperature`.
-        seed: the run's seed.
-        status: ``"pending"`` (to be run) or ``"unstable"`` (recorded without running).
-        metrics: metrics to store with a run recorded without running.
-    """
-
-    key: str
-    config: Mapping[str, Any]
-    dataset: str | None = None
-    model: str | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    momentum: float | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    status: str = "pending"
-    metrics: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One stored run (the ``runs`` row with its JSON columns parsed)."""
-
-    key: str
-    sweep: str
-    status: str
-    dataset: str | None
-    model: str | None
-    lr: float | None
-    batch_size: int | None
-    momentum: float | None
-    temperature: float | None
-    seed: int | None
-    config: dict[str, Any]
-    metrics: dict[str, Any] | None
-    error: str | None
-    started_at: str | None
-    finished_at: str | None
-    host: str | None
-    environment: dict[str, Any] | None
-    attempts: int
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """One claim of a run: who held it, and how it ended (None while open)."""
-
-    token: str
-    key: str
-    attempt: int
-    owner: str
-    claimed_at: str
-    started_at: str | None
-    host: str | None
-    pid: int | None
-    finished_at: str | None
-    outcome: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A granted claim: write results for ``key`` with ``token``."""
-
-    key: str
-    token: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class RunState:
-    """The lease state of a run, as the driver sees it."""
-
-    status: str
-    token: str | None
-    owner: str | None
-    heartbeat_at: float | None
-    attempts: int
-    error: str | None = field(default=None)
-
-
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -271,11 +129,18 @@ class Store:
     Args:
         path: the SQLite file (created with its parent folder unless ``create=False``).
         create: create the file when missing; otherwise a missing file is a :class:`UserError`.
+        readonly: open the file read-only (``mode=ro``) for commands that only read: nothing is
+            written, and the file must already be an sgdtemp store. Writing methods then raise
+            ``sqlite3.OperationalError``.
+        verify: check an existing file with SQLite's integrity and foreign-key checks first (a
+            few milliseconds per ten megabytes; workers of a verified sweep skip it).
         timeout: seconds to wait for a lock held by another writer.
 
     Raises:
-        UserError: if the file is missing (with ``create=False``), cannot be created, is not an
-            SQLite database, or was written by a newer schema.
+        UserError: if the file is missing (with ``create=False`` or ``readonly``), cannot be
+            created, is not an SQLite database, is another program's database or (read-only) an
+            empty file, is damaged, or was written by a newer schema; the file is then left
+            untouched.
 
     Example:
         >>> import tempfile, pathlib
@@ -291,46 +156,34 @@ class Store:
         [('ok', {'loss': 0.5})]
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, timeout: float = 60.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        verify: bool = True,
+        timeout: float = 60.0,
+    ):
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise UserError(f"--db {self.path}: no such store; run `sgdtemp sweep` to create it")
+        self.readonly = readonly
+        # a read-only connection leaves SQLite's -wal/-shm files behind: remove them on close
+        self._tidy = readonly and not sidecars(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            self._conn = open_connection(
+                self.path, readonly=readonly, create=create, timeout=timeout, verify=verify
             )
-        except (OSError, sqlite3.Error) as err:
-            raise UserError(f"--db {self.path} cannot be opened ({err})") from err
+        except UserError:
+            if self._tidy and sidecars(self.path):
+                tidy_sidecars(self.path)
+            raise
         self._lock = threading.RLock()
         self.owner = process_owner()
-        try:
-            self._setup()
-        except sqlite3.DatabaseError as err:
-            self._conn.close()
-            raise UserError(f"--db {self.path} is not an sgdtemp store ({err})") from err
+        # a version-1 store opened read-only has no checksums to check
+        self._digests = self._conn.execute("PRAGMA user_version").fetchone()[0] >= 2
+        self._columns = RUN_COLUMNS + (", digest" if self._digests else ", NULL AS digest")
 
     # ----------------------------------------------------------------------------- plumbing
-
-    def _setup(self) -> None:
-        conn = self._conn
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 60000")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UserError(
-                f"--db {self.path} has schema version {version}, newer than this sgdtemp "
-                f"({SCHEMA_VERSION}); upgrade sgdtemp"
-            )
-        if version < SCHEMA_VERSION:
-            with self._tx() as tx:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
-                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -344,10 +197,31 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a read query; a value SQLite cannot decode is a damaged store (one line)."""
+        with self._lock:
+            try:
+                return self._conn.execute(query, params).fetchall()
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"--db {self.path} is damaged ({err.reason}); restore it from a copy"
+                ) from err
+            except sqlite3.DatabaseError as err:
+                text = " ".join(str(err).split())[:160]
+                damage = ("decode", "no such column", "no such table", "malformed")
+                if isinstance(err, sqlite3.OperationalError) and not any(w in text for w in damage):
+                    raise
+                raise UserError(
+                    f"--db {self.path} is damaged ({text}); restore it from a copy"
+                ) from err
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a read-only store removes the WAL files it made appear)."""
         with self._lock:
             self._conn.close()
+            if self._tidy and sidecars(self.path):
+                self._tidy = False
+                tidy_sidecars(self.path)
 
     def __enter__(self) -> Store:
         return self
@@ -418,6 +292,8 @@ class Store:
                         now,
                     ),
                 )
+                if finished is not None and tx.execute("SELECT changes()").fetchone()[0]:
+                    self._seal(tx, run.key)
                 tx.execute(
                     "INSERT OR IGNORE INTO sweep_runs (sweep, key, position) VALUES (?, ?, ?)",
                     (sweep, run.key, offset + i),
@@ -434,25 +310,32 @@ class Store:
             with self._tx() as tx:
                 count += tx.execute(
                     "UPDATE runs SET status = 'pending', attempts = 0, token = NULL, error = NULL, "
-                    "metrics = NULL, finished_at = NULL WHERE key = ? AND status = ?",
+                    "metrics = NULL, finished_at = NULL, digest = NULL "
+                    "WHERE key = ? AND status = ?",
                     (key, status),
                 ).rowcount
         return count
 
     # ------------------------------------------------------------------------------ leases
 
-    def _new_claim(self, tx: sqlite3.Connection, key: str, attempts: int, now: str) -> Claim:
+    def _new_claim(self, tx: sqlite3.Connection, key: str, now: str) -> Claim:
         token = uuid.uuid4().hex
         tx.execute(
             "UPDATE runs SET status = 'running', token = ?, owner = ?, heartbeat_at = ?, "
-            "attempts = ?, started_at = NULL, host = NULL WHERE key = ?",
-            (token, self.owner, time.time(), attempts + 1, key),
+            "started_at = NULL, host = NULL WHERE key = ?",
+            (token, self.owner, time.time(), key),
         )
+        number = tx.execute("SELECT COUNT(*) + 1 FROM attempts WHERE key = ?", (key,)).fetchone()
         tx.execute(
             "INSERT INTO attempts (token, key, attempt, owner, claimed_at) VALUES (?, ?, ?, ?, ?)",
-            (token, key, attempts + 1, self.owner, now),
+            (token, key, number[0], self.owner, now),
         )
-        return Claim(key, token, attempts + 1)
+        return Claim(key, token, number[0])
+
+    def _seal(self, tx: sqlite3.Connection, key: str) -> None:
+        """Write the checksum of a run that just finished (same transaction)."""
+        row = tx.execute(f"SELECT {DIGEST_COLUMNS} FROM runs WHERE key = ?", (key,)).fetchone()
+        tx.execute("UPDATE runs SET digest = ? WHERE key = ?", (row_digest(row), key))
 
     def _fail(self, tx: sqlite3.Connection, key: str, error: str, now: str) -> None:
         tx.execute(
@@ -460,6 +343,7 @@ class Store:
             "WHERE key = ?",
             (error, now, key),
         )
+        self._seal(tx, key)
 
     def _close_attempt(
         self, tx: sqlite3.Connection, token: str | None, outcome: str, error: str | None, now: str
@@ -484,11 +368,13 @@ class Store:
     def claim(self, key: str, *, max_attempts: int, lease_s: float = 120.0) -> Claim | None:
         """Claim a pending run, or a stale running one, for this process.
 
-        A stale run that already used ``max_attempts`` is recorded ``failed`` instead.
+        Claiming costs no attempt (see the attempt rule in the module docstring); a run whose
+        workers already died ``max_attempts`` times (after ``max_attempts`` was lowered) is
+        recorded ``failed`` instead.
 
         Args:
             key: the run key.
-            max_attempts: the bound on claims of one run.
+            max_attempts: the bound on tries whose worker died.
             lease_s: seconds without a heartbeat after which another host's claim is stale.
 
         Returns:
@@ -504,19 +390,27 @@ class Store:
             if row is None:
                 raise KeyError(key)
             state = RunState(*row)
-            if state.status == "pending":
-                return self._new_claim(tx, key, state.attempts, now)
-            if not self.is_stale(state, lease_s=lease_s):
-                return None
-            reason = f"owner {state.owner} stopped during attempt {state.attempts}"
-            self._close_attempt(tx, state.token, "abandoned", reason, now)
+            if state.status != "pending":
+                if not self.is_stale(state, lease_s=lease_s):
+                    return None
+                started = tx.execute(
+                    "SELECT started_at FROM attempts WHERE token = ?", (state.token,)
+                ).fetchone()
+                when = "after" if started is not None and started[0] else "before"
+                reason = f"its driver {state.owner} stopped {when} the run started"
+                self._close_attempt(tx, state.token, "abandoned", reason, now)
             if state.attempts >= max_attempts:
-                self._fail(tx, key, f"abandoned after {state.attempts} attempts: {reason}", now)
+                self._fail(
+                    tx,
+                    key,
+                    f"worker died in {state.attempts} attempts (max_attempts {max_attempts})",
+                    now,
+                )
                 return None
-            return self._new_claim(tx, key, state.attempts, now)
+            return self._new_claim(tx, key, now)
 
     def retry_lost(self, key: str, token: str, reason: str, *, max_attempts: int) -> Claim | None:
-        """After the worker running ``token`` died: claim again, or record ``failed``.
+        """After the worker running ``token`` died: count the attempt, claim again or fail.
 
         Returns:
             A new claim to resubmit, or None when the bound is reached (the run is then
@@ -530,21 +424,22 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
+            attempts = row[0] + 1
+            tx.execute("UPDATE runs SET attempts = ? WHERE key = ?", (attempts, key))
             self._close_attempt(tx, token, "lost", reason, now)
-            if row[0] >= max_attempts:
-                self._fail(tx, key, f"worker died in {row[0]} attempts; last: {reason}", now)
+            if attempts >= max_attempts:
+                self._fail(tx, key, f"worker died in {attempts} attempts; last: {reason}", now)
                 return None
-            return self._new_claim(tx, key, row[0], now)
+            return self._new_claim(tx, key, now)
 
     def release(self, tokens: Iterable[str]) -> None:
-        """Hand claims back (status ``pending``, the attempt not counted): after an interrupt."""
+        """Hand claims back (status ``pending``, no attempt counted): after an interrupt."""
         now = _now()
         for token in tokens:
             with self._tx() as tx:
                 released = tx.execute(
                     "UPDATE runs SET status = 'pending', token = NULL, owner = NULL, "
-                    "heartbeat_at = NULL, started_at = NULL, attempts = MAX(attempts - 1, 0) "
-                    "WHERE token = ? AND status = 'running'",
+                    "heartbeat_at = NULL, started_at = NULL WHERE token = ? AND status = 'running'",
                     (token,),
                 ).rowcount
                 if released:
@@ -569,7 +464,7 @@ class Store:
             for i in range(0, len(keys), 500):
                 chunk = list(keys[i : i + 500])
                 marks = ", ".join("?" * len(chunk))
-                for key, *rest in self._conn.execute(
+                for key, *rest in self._read(
                     "SELECT key, status, token, owner, heartbeat_at, attempts, error FROM runs "
                     f"WHERE key IN ({marks})",
                     chunk,
@@ -613,6 +508,8 @@ class Store:
     ) -> bool:
         """Record a run's outcome, if ``token`` still holds it (one transaction).
 
+        The attempt counts (``attempts + 1``) when the run had started (:meth:`start`).
+
         Args:
             key: the run key.
             token: the claim's token.
@@ -631,6 +528,7 @@ class Store:
             ok = tx.execute(
                 "UPDATE runs SET status = ?, metrics = ?, error = ?, finished_at = ?, "
                 "heartbeat_at = NULL, environment = COALESCE(?, environment), "
+                "attempts = attempts + (started_at IS NOT NULL), "
                 "started_at = COALESCE(started_at, ?) "
                 "WHERE key = ? AND token = ? AND status = 'running'",
                 (
@@ -646,6 +544,7 @@ class Store:
             ).rowcount
             if ok:
                 self._close_attempt(tx, token, status, error, now)
+                self._seal(tx, key)
         return bool(ok)
 
     # ------------------------------------------------------------------------------ reading
@@ -660,13 +559,13 @@ class Store:
         where, params = [], []
         if sweep is not None:
             query = (
-                f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLUMNS.split(','))} "
+                f"SELECT {', '.join('r.' + c.strip() for c in self._columns.split(','))} "
                 "FROM runs r JOIN sweep_runs s ON s.key = r.key AND s.sweep = ?"
             )
             params.append(sweep)
             order = " ORDER BY s.position"
         else:
-            query = f"SELECT {_RUN_COLUMNS} FROM runs r"
+            query = f"SELECT {self._columns} FROM runs r"
             order = " ORDER BY r.rowid"
         if status is not None:
             where.append("r.status = ?")
@@ -674,22 +573,35 @@ class Store:
         if where:
             query += " WHERE " + " AND ".join(where)
         with self._lock:
-            rows = self._conn.execute(query + order, params).fetchall()
+            rows = self._read(query + order, params)
         return [self._record(row) for row in rows]
 
     def run(self, key: str) -> RunRecord | None:
         """One run by key, or None."""
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE key = ?", (key,)
-            ).fetchone()
-        return None if row is None else self._record(row)
+        rows = self._read(f"SELECT {self._columns} FROM runs WHERE key = ?", (key,))
+        return self._record(rows[0]) if rows else None
 
-    @staticmethod
-    def _record(row: Sequence[Any]) -> RunRecord:
-        values = list(row)
-        for i in (10, 11, 16):  # config, metrics, environment
-            values[i] = _loads(values[i])
+    def _record(self, row: Sequence[Any]) -> RunRecord:
+        """A row as a record, once its checksum and JSON columns are found intact.
+
+        Raises:
+            UserError: naming the run, when its stored values are damaged.
+        """
+        *values, digest = row
+        status = values[2]
+        if status in FINISHED and self._digests and digest != row_digest(values):
+            raise UserError(
+                f"--db {self.path}: the record of run {str(values[0])[:16]} is damaged (its "
+                "values do not match their checksum); restore the store from a copy"
+            )
+        try:
+            for i in (10, 11, 16):  # config, metrics, environment
+                values[i] = _loads(values[i])
+        except (ValueError, TypeError) as err:
+            raise UserError(
+                f"--db {self.path}: the record of run {str(values[0])[:16]} is damaged "
+                f"({err}); restore the store from a copy"
+            ) from err
         return RunRecord(*values)
 
     def attempts(self, key: str | None = None) -> list[AttemptRecord]:
@@ -703,13 +615,13 @@ class Store:
             query += " WHERE key = ?"
             params.append(key)
         with self._lock:
-            rows = self._conn.execute(query + " ORDER BY rowid", params).fetchall()
+            rows = self._read(query + " ORDER BY rowid", params)
         return [AttemptRecord(*row) for row in rows]
 
     def sweeps(self) -> list[str]:
         """The sweep names, oldest first."""
         with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT name FROM sweeps ORDER BY rowid")]
+            return [r[0] for r in self._read("SELECT name FROM sweeps ORDER BY rowid")]
 
     def counts(self, *, sweep: str | None = None) -> dict[str, int]:
         """Runs per status (every status present, zeros included)."""
@@ -723,6 +635,6 @@ class Store:
             )
             params = [sweep]
         with self._lock:
-            for status, n in self._conn.execute(query, params):
+            for status, n in self._read(query, params):
                 out[status] = n
         return out

@@ -16,6 +16,7 @@ the SDE picture, which breaks
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sgdtemp.errors import UserError, require_positive
@@ -94,6 +95,11 @@ def scale_learning_rate(
     temp = temperature(lr, batch_size, momentum)
     require_positive("to_batch_size", to_batch_size)
     new_lr = lr_for_temperature(temp, to_batch_size, momentum)
+    if not (math.isfinite(new_lr) and new_lr > 0):
+        raise UserError(
+            f"lr {lr:g} scaled from batch size {batch_size} to {to_batch_size} gives {new_lr:g}, "
+            "not a positive finite learning rate; check lr"
+        )
     warnings: list[str] = []
     lr_sharpness = stable = None
     if sharpness is not None:

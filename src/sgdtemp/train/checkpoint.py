@@ -3,8 +3,8 @@
 A checkpoint is one ``torch.save`` file holding only plain values and tensors (so it loads with
 ``weights_only=True``)::
 
-    {"format": "sgdtemp-checkpoint", "version": 1, "model_name": "cnn", "model_kwargs": {...},
-     "config": {...}, "metrics": {...}, "state_dict": {...}}
+    {"format": "sgdtemp-checkpoint", "version": 2, "model_name": "cnn", "model_kwargs": {...},
+     "config": {...}, "metrics": {...}, "state_dict": {...}, "sha256": "..."}
 
 ``config`` must hold ``in_shape`` and ``n_classes`` (to rebuild the model); ``sgdtemp train``
 also stores the dataset name and options (``dataset``, ``data_root``, ``heldout``,
@@ -14,12 +14,22 @@ splits with ``sgdtemp.data.load_dataset``.
 
 Writes are atomic: the file is written to a temporary name in the same folder and moved over
 the target with ``os.replace``, so a reader never sees a half-written checkpoint.
+
+Integrity. A loaded file is used only when it is whole: the zip archive's CRC-32 of every member
+is checked first (``torch.load`` itself does not look at them, and happily reads flipped bytes as
+weights), then ``sha256``, a hash of the weights and metadata (:func:`content_digest`), must match
+(version 1 files, written before it existed, are checked by CRC only), and every weight must be
+finite. A damaged, foreign or diverged file is a one-line :class:`UserError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
+import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +42,19 @@ from sgdtemp.errors import UserError
 from sgdtemp.files import atomic_writer
 from sgdtemp.train.models import MODELS, _build
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "content_digest",
+]
 
 CHECKPOINT_FORMAT = "sgdtemp-checkpoint"
-CHECKPOINT_VERSION = 1
+#: Written by :func:`save_checkpoint`; version 2 added the ``sha256`` content hash.
+CHECKPOINT_VERSION = 2
+#: Versions :func:`load_checkpoint` reads.
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,7 @@ def save_checkpoint(
         "metrics": dict(metrics),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    payload["sha256"] = content_digest(payload)
     try:
         with atomic_writer(target, sync=True) as handle:
             torch.save(payload, handle)
@@ -136,8 +156,9 @@ def load_checkpoint(
 
     Raises:
         UserError: with a one-line message naming the file and the fix, if the file is
-            missing, unreadable, not an sgdtemp checkpoint, of another model than
-            ``model_name``, or its weights do not fit the rebuilt model.
+            missing, unreadable, damaged (a CRC or content-hash mismatch), not an sgdtemp
+            checkpoint, of another model than ``model_name``, if its weights do not fit the
+            rebuilt model or are not finite.
     """
     source = Path(path)
     try:
@@ -172,6 +193,7 @@ def load_checkpoint(
         model = _build(name, config["in_shape"], config["n_classes"], kwargs, scratch)
     except (TypeError, ValueError, KeyError) as err:  # UserError is a ValueError
         raise UserError(f"checkpoint {source} cannot be rebuilt: {_one_line(err)}") from err
+    _require_finite(source, payload["state_dict"])
     problem = _mismatch(model.state_dict(), payload["state_dict"])
     if problem is not None:
         raise UserError(
@@ -201,10 +223,71 @@ def _one_line(err: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def content_digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint payload: its metadata, then every tensor's name, dtype and bytes.
+
+    Args:
+        payload: the dict :func:`save_checkpoint` writes (its ``sha256`` entry is left out).
+
+    Returns:
+        The hex digest stored as the payload's ``sha256``.
+    """
+    digest = hashlib.sha256()
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "sha256")}
+    digest.update(json.dumps(meta, sort_keys=True, default=repr).encode())
+    for name in sorted(payload["state_dict"]):
+        tensor = payload["state_dict"][name]
+        if not isinstance(tensor, torch.Tensor):
+            digest.update(f"\0{name}\0{tensor!r}".encode())
+            continue
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"\0{name}\0{data.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_archive(source: Path) -> None:
+    """Refuse a file that is not a whole zip archive (``torch.save``'s format): CRCs included."""
+    try:
+        with source.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as err:
+        raise UserError(f"checkpoint {source} cannot be read ({err.strerror}); {_FIX}") from err
+    try:
+        is_zip = zipfile.is_zipfile(source)
+    except (zipfile.BadZipFile, ValueError, EOFError):  # a damaged end of archive
+        is_zip = False
+    if not is_zip and magic != b"PK\x03\x04":
+        raise UserError(
+            f"checkpoint {source} is not a PyTorch checkpoint file (no torch.save archive); {_FIX}"
+        )
+    try:
+        if not is_zip:
+            raise zipfile.BadZipFile("no end of the archive")
+        with zipfile.ZipFile(source) as archive:
+            bad = archive.testzip()  # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error) as err:
+        raise UserError(
+            f"checkpoint {source} is truncated or damaged ({_one_line(err, 80)}); {_FIX}"
+        ) from err
+    except (ValueError, NotImplementedError, RuntimeError) as err:
+        raise UserError(
+            f"checkpoint {source} is damaged (an unreadable archive: {_one_line(err, 80)}); {_FIX}"
+        ) from err
+    if bad is not None:
+        raise UserError(
+            f"checkpoint {source} is damaged: its part {bad!r} fails the archive's CRC check; "
+            f"{_FIX}"
+        )
+
+
 def _read_payload(source: Path, device: torch.device) -> dict[str, Any]:
     """The checked payload dict of ``source``; every failure is a one-line :class:`UserError`."""
+    _check_archive(source)
     try:
-        payload = torch.load(source, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickles it then refuses anyway
+            warnings.simplefilter("ignore")
+            payload = torch.load(source, map_location=device, weights_only=True)
     except zipfile.BadZipFile as err:
         raise UserError(f"checkpoint {source} is truncated or damaged ({err}); {_FIX}") from err
     except RuntimeError as err:
@@ -216,7 +299,7 @@ def _read_payload(source: Path, device: torch.device) -> dict[str, Any]:
             f"checkpoint {source} is truncated or damaged (not a complete zip archive); {_FIX}"
         ) from err
     except (pickle.UnpicklingError, EOFError) as err:
-        if zipfile.is_zipfile(source) and "Weights only load failed" in str(err):
+        if "Weights only load failed" in str(err):
             raise UserError(
                 f"checkpoint {source} holds Python objects other than tensors and plain values, "
                 f"so it was not written by sgdtemp and is not loaded; {_FIX}"
@@ -224,22 +307,29 @@ def _read_payload(source: Path, device: torch.device) -> dict[str, Any]:
         raise UserError(
             f"checkpoint {source} is not a PyTorch checkpoint file (no torch.save archive); {_FIX}"
         ) from err
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
         raise UserError(
             f"checkpoint {source} cannot be read ({_one_line(err, 120)}); {_FIX}"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{source} is not an sgdtemp checkpoint; {_FIX}")
-    if payload.get("version") != CHECKPOINT_VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise UserError(
             f"checkpoint {source} has format version {payload.get('version')}; this sgdtemp "
-            f"reads version {CHECKPOINT_VERSION}: retrain with `sgdtemp train`"
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}: retrain with "
+            "`sgdtemp train`"
         )
-    for key, kind in _PAYLOAD_KEYS.items():
+    kinds = dict(_PAYLOAD_KEYS, sha256=str) if payload["version"] >= 2 else _PAYLOAD_KEYS
+    for key, kind in kinds.items():
         if not isinstance(payload.get(key), kind):
             raise UserError(
                 f"checkpoint {source} lacks a valid {key!r} entry (damaged or edited); {_FIX}"
             )
+    if "sha256" in kinds and content_digest(payload) != payload["sha256"]:
+        raise UserError(
+            f"checkpoint {source} is damaged or was edited: its content does not match its "
+            f"sha256; {_FIX}"
+        )
     missing = [k for k in ("in_shape", "n_classes") if k not in payload["config"]]
     if missing:
         raise UserError(
@@ -247,7 +337,30 @@ def _read_payload(source: Path, device: torch.device) -> dict[str, Any]:
             f"the model; {_FIX}"
         )
     payload.setdefault("metrics", {})
+    if not isinstance(payload["metrics"], dict):
+        raise UserError(
+            f"checkpoint {source} lacks a valid 'metrics' entry (damaged or edited); {_FIX}"
+        )
     return payload
+
+
+def _require_finite(source: Path, weights: Mapping[str, Any]) -> None:
+    """Refuse NaN or infinite weights (a diverged run), naming the first tensor that has them."""
+    bad = {
+        name: int((~torch.isfinite(t)).sum())
+        for name, t in weights.items()
+        if isinstance(t, torch.Tensor)
+        and (t.is_floating_point() or t.is_complex())
+        and not bool(torch.isfinite(t).all())
+    }
+    if bad:
+        name, count = next(iter(bad.items()))
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise UserError(
+            f"checkpoint {source} holds non-finite weights ({count} NaN/inf values in {name}"
+            f"{more}): the run diverged, so nothing can be measured on it; retrain with a "
+            "smaller lr"
+        )
 
 
 def _mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
