@@ -43,6 +43,13 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_writer(
     path: str | os.PathLike[str], *, suffix: str = ".tmp", sync: bool = False
@@ -60,6 +67,7 @@ def atomic_writer(
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file follows the umask
         with os.fdopen(fd, "wb") as handle:
             yield handle
             if sync:
