@@ -46,6 +46,32 @@ examples = 128
 """
 
 
+TINY_STATIONARY_SPEC = """
+name = "tiny-stationary"
+dataset = "digits"
+model = "mlp"
+seeds = [0]
+weight_decay = 0.3
+eval = ["heldout", "corrupt:gaussian_noise:3"]
+[data]
+heldout = 300
+train_subset = 400
+[model_args]
+width = 16
+[grid]
+temperatures = [0.004, 0.008]
+batch_sizes = [16]
+[stop]
+rule = "stationary"
+max_sde_time = 60
+probe_every = 0.2
+reservoir = 4
+[measure.mechanisms]
+examples = 100
+max_iters = 10
+"""
+
+
 def _tiny_two_minima() -> TwoMinimaConfig:
     q = TwoMinimaConfig.quick()
     fast = {"isotropic": (0.02, 0.04), "translation": (0.065,)}
@@ -102,6 +128,8 @@ def test_unknown_profile_and_bad_workers_fail_first(tmp_path):
 def test_reproduce_end_to_end_and_resume(tmp_path):
     spec = tmp_path / "tiny.toml"
     spec.write_text(TINY_SPEC)
+    companion = tmp_path / "tiny-stationary.toml"
+    companion.write_text(TINY_STATIONARY_SPEC)
     profile = Profile(
         "tiny",
         spec,
@@ -114,6 +142,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
             max_iters=2,
             max_cg_iters=5,
         ),
+        companions=(companion,),
     )
     out = tmp_path / "out"
     first = reproduce(profile, out, workers=2)
@@ -136,9 +165,19 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
     assert len(runs) == 8 and all(r["lr_lambda_max"] is not None for r in runs)
     measured = {c["id"]: c for c in data["claims"]}
     assert measured["C8"]["verdict"] != "not measured"  # the shift reached the analysis
+    stationary = first.sweeps["tiny-stationary"]
+    assert stationary.ok == 2 and stationary.failed == 0
+    assert (out / "sweeps" / "tiny-stationary" / "report.html").exists()  # the companion's report
+    from sgdtemp.storage import Store
+
+    with Store(out / "runs.db", readonly=True) as store:
+        records = store.runs(sweep="tiny-stationary")
+    assert all(r.metrics["stationary"]["max_sde_time"] == 60 for r in records)
+    assert any(r.metrics["mechanisms"]["status"] == "ok" for r in records)
 
     second = reproduce(profile, out, workers=2)
     assert second.sweep.skipped == 8 and second.sweep.ok == 0
+    assert second.sweeps["tiny-stationary"].skipped == 2
     assert second.shift.skipped == 4
     assert set(second.reused) == {"two-minima study", "stationary-law checks"}
     assert [c.verdict for c in second.claims] == [c.verdict for c in first.claims]

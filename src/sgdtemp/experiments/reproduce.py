@@ -122,9 +122,12 @@ class Profile:
             (:meth:`TwoMinimaConfig.quick` or the defaults),
             a :class:`~sgdtemp.experiments.two_minima.TwoMinimaConfig`, or None to skip it.
         stationary: the stationary-law checks.
-        shift: the shift measurement (None: not measured).
+        shift: the shift measurement as a second sweep (None: not measured; profiles that train
+            until stationary measure the mechanisms inside their sweep instead).
         description: one line for ``--help``.
         needs_data_root: the data must come from ``data_root`` (CIFAR-10).
+        companions: further sweep specs run into the same store after ``spec`` (another
+            model, another weight decay), each with a report of its own.
     """
 
     name: str
@@ -134,6 +137,7 @@ class Profile:
     shift: ShiftOptions | None = None
     description: str = ""
     needs_data_root: bool = False
+    companions: tuple[str | Path, ...] = ()
 
 
 #: The profiles of ``sgdtemp reproduce``.
@@ -143,22 +147,26 @@ PROFILES: dict[str, Profile] = {
         "smoke.toml",
         "smoke",
         StationaryConfig(temperatures=(0.1, 0.2, 0.4, 0.8), grid=64, sgd_chains=512, sgd_steps=800),
-        ShiftOptions(
-            eval_sets=("heldout", "corrupt:gaussian_noise:3"),
-            seeds=(0,),
-            examples=200,
-            max_iters=4,
-            max_cg_iters=10,
-        ),
-        "digits, 8 tiny runs: checks the pipeline in about a minute",
+        None,
+        "digits, 8 tiny runs until stationary: checks the pipeline in about a minute",
     ),
     "quick": Profile(
         "quick",
         "quick.toml",
         "quick",
         StationaryConfig(),
-        ShiftOptions(eval_sets=("heldout", "test", "corrupt:elastic:5"), seeds=(0,)),
-        "Fashion-MNIST MLP, 48 runs: about 15 minutes on 2 CPU cores",
+        None,
+        "Fashion-MNIST MLP trained until stationary, 36 runs: about 10 minutes on 2 CPU cores",
+    ),
+    "standard": Profile(
+        "standard",
+        "standard.toml",
+        "full",
+        StationaryConfig(),
+        None,
+        "Fashion-MNIST MLP at two weight decays and the reference CNN, until stationary, "
+        "108 runs: about an hour on 2 CPU cores",
+        companions=("standard_wd.toml", "standard_cnn.toml"),
     ),
     "full": Profile(
         "full",
@@ -182,6 +190,7 @@ class ReproduceResult:
         report: the report page.
         claims: the claim table of the report.
         sweep: the sweep summary of this invocation (counts, skipped runs).
+        sweeps: the summary of every sweep of the profile, by name (the main one first).
         shift: the summary of the shift measurements (None when not measured).
         reused: the studies reused from an earlier invocation.
         seconds: wall time per stage.
@@ -195,22 +204,28 @@ class ReproduceResult:
     shift: Any
     reused: tuple[str, ...]
     seconds: Mapping[str, float]
+    sweeps: Mapping[str, Any] = field(default_factory=dict)
 
 
 def profile_spec(
-    profile: Profile, *, data_root: str | None = None, device: str | None = None
+    profile: Profile,
+    *,
+    data_root: str | None = None,
+    device: str | None = None,
+    which: str | Path | None = None,
 ) -> SweepSpec:
-    """The profile's sweep spec, with the data root and device filled in.
+    """The profile's sweep spec (or one of its companions), data root and device filled in.
 
     Raises:
         UserError: if the profile needs a data root and none is given.
     """
-    if isinstance(profile.spec, Path):
-        spec = load_spec(profile.spec)
+    source = profile.spec if which is None else which
+    if isinstance(source, Path):
+        spec = load_spec(source)
     else:
-        ref = resources.files("sgdtemp.experiments").joinpath("profiles", profile.spec)
+        ref = resources.files("sgdtemp.experiments").joinpath("profiles", source)
         text = ref.read_text(encoding="utf-8")
-        spec = parse_spec(text, source=f"profiles/{profile.spec}", default_name=profile.name)
+        spec = parse_spec(text, source=f"profiles/{source}", default_name=profile.name)
     if profile.needs_data_root and not data_root:
         raise UserError(
             f"--profile {profile.name} needs --data-root: the folder with the CIFAR-10 python "
@@ -656,11 +671,16 @@ def reproduce(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} exists and is not a folder; choose another path")
-    spec = profile_spec(profile, data_root=data_root, device=device)
+    specs = [
+        profile_spec(profile, data_root=data_root, device=device, which=which)
+        for which in (profile.spec, *profile.companions)
+    ]
+    spec = specs[0]
     tm_config = None if profile.two_minima is None else _two_minima_config(profile.two_minima)
     db = folder / "runs.db"
-    jobs = prepare_spec(spec, artifacts=db.parent / f"{db.stem}.artifacts")  # checks the data
-    fuse_k = fuse_size(jobs, workers=worker_count("local", workers), fuse=fuse)
+    artifacts = db.parent / f"{db.stem}.artifacts"
+    all_jobs = [prepare_spec(s, artifacts=artifacts) for s in specs]  # checks every data set
+    fuses = [fuse_size(j, workers=worker_count("local", workers), fuse=fuse) for j in all_jobs]
     folder.mkdir(parents=True, exist_ok=True)
 
     def say(label: str) -> None:
@@ -687,19 +707,22 @@ def reproduce(
             reused.append("stationary-law checks")
         seconds["stationary"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        say(f"sweep ({len(jobs)} runs)")
-        summary = execute(
-            jobs,
-            store=db,
-            sweep=spec.name,
-            executor=pool,
-            retry_failed=True,  # a rerun completes what an earlier invocation could not
-            spec=spec.to_dict(),
-            progress=progress,
-            fuse=fuse_k,
-        )
-        seconds["sweep"] = time.perf_counter() - start
+        summaries = {}
+        for one, jobs, fuse_k in zip(specs, all_jobs, fuses):
+            start = time.perf_counter()
+            say(f"sweep {one.name} ({len(jobs)} runs)")
+            summaries[one.name] = execute(
+                jobs,
+                store=db,
+                sweep=one.name,
+                executor=pool,
+                retry_failed=True,  # a rerun completes what an earlier invocation could not
+                spec=one.to_dict(),
+                progress=progress,
+                fuse=fuse_k,
+            )
+            seconds["sweep" if one is spec else f"sweep {one.name}"] = time.perf_counter() - start
+        summary = summaries[spec.name]
 
         shift_summary = None
         if profile.shift is not None:
@@ -722,12 +745,13 @@ def reproduce(
 
     start = time.perf_counter()
     say("report")
-    result = build_report(
-        db,
-        folder,
-        sweep=spec.name,
-        extra_meta={"profile": profile.name, "profile description": profile.description},
-    )
+    meta = {"profile": profile.name, "profile description": profile.description}
+    for other in specs[1:]:  # each companion sweep gets a report of its own, linked from meta
+        companion = build_report(
+            db, folder / "sweeps" / other.name, sweep=other.name, extra_meta=meta
+        )
+        meta[f"companion sweep {other.name}"] = str(companion.html.relative_to(folder))
+    result = build_report(db, folder, sweep=spec.name, extra_meta=meta)
     seconds["report"] = time.perf_counter() - start
     return ReproduceResult(
         out=folder,
@@ -736,6 +760,7 @@ def reproduce(
         claims=result.claims,
         sweep=summary,
         shift=shift_summary,
+        sweeps=summaries,
         reused=tuple(reused),
         seconds=seconds,
     )
