@@ -54,6 +54,12 @@ def test_the_plan_is_said_before_the_table(tmp_path, tiny_toml, capsys):
         assert f"not simulated: {c['noise']} T={c['T']:g} B={c['batch_size']}" in head
     assert "relax" in table.splitlines()[0] and "steps" in table.splitlines()[0]
     assert "[holds]" in table
+    # the sampling SGD was judged in, and the other scheme's column and statement
+    assert "SGD minibatches with replacement" in head.splitlines()[0]
+    assert "SGD drew minibatches with replacement" in head
+    assert "other: SGD reshuffled every epoch, shown, not judged" in head
+    assert "other" in table.splitlines()[0]
+    assert "\nsampling comparison: " in table
 
 
 def test_existing_results_are_kept(tmp_path, tiny_toml, capsys):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from sgdtemp.errors import UserError
 from sgdtemp.experiments.two_minima import (
@@ -16,7 +17,8 @@ from sgdtemp.experiments.two_minima import (
     run_two_minima,
 )
 from sgdtemp.files import json_text
-from sgdtemp.theory import temperature
+from sgdtemp.simulate import run_sgd
+from sgdtemp.theory import temperature, without_replacement_factor
 
 
 def tiny_config(**overrides):
@@ -97,6 +99,91 @@ def test_summary_contract_and_json(tiny_result):
     assert json.loads(json_text(s))["cells"][0]["noise"] == "isotropic"
 
 
+def test_sampling_regime_and_comparison_contract(tiny_result):
+    """SGD is judged with replacement (the theory's regime) and says so; reshuffled SGD runs
+    beside it in the simulated cells with lr*lambda_max <= 0.3, tabulated, not judged."""
+    s = tiny_result.summary
+    assert s["sampling"]["replacement"] is True and s["sampling"]["theory_regime"] is True
+    assert "with replacement" in s["sampling"]["note"]
+    comparison = s["sampling_comparison"]
+    assert comparison["judged"] is False
+    assert comparison["shown_sampling"] == "reshuffled every epoch"
+    shown = [c for c in s["cells"] if c["sampling_comparison"] is not None]
+    expected = [c for c in s["cells"] if c["simulated"] and c["lr_sharpness"] <= 0.3]
+    assert shown == expected and len(shown) == 1
+    for c, row in zip(shown, comparison["cells"], strict=True):
+        assert c["replacement"] is True and c["T_effective"] == c["T"]
+        other = c["sampling_comparison"]
+        assert other["replacement"] is False and other["sampling"] == "reshuffled every epoch"
+        assert other["T_effective"] == pytest.approx(
+            c["T"] * without_replacement_factor(512, c["batch_size"]), rel=1e-15
+        )
+        assert row["p_wide_sgd_with_replacement"] == c["p_wide_sgd"]
+        assert row["p_wide_sgd_reshuffled"] == other["sgd"]["p_wide"]
+        assert row["p_wide_fp"] == c["p_wide_fp"]
+        assert row["p_wide_fp_without_replacement_factor"] == other["p_wide_fp"]
+        assert other["sgd_vs_fp"] == pytest.approx(abs(other["sgd"]["p_wide"] - other["p_wide_fp"]))
+        # a different run (its own seed and scheme), not a copy of the judged one
+        assert other["sgd"]["p_wide"] != c["p_wide_sgd"]
+    assert "not judged: SGD reshuffled every epoch" in comparison["statement"]
+    tm5 = [c for c in s["checks"] if c["claim"].startswith("each noise model")][0]
+    assert "sampling_comparison: not judged" in tm5["detail"]
+
+
+def _direct_sgd(plan, cell_plan, config, replacement, seed):
+    """Wide-basin fraction of the cell's SGD recomputed directly with run_sgd (its starts)."""
+    land = plan.landscapes[cell_plan.noise]
+    starts_wide = np.arange(config.n_chains) < config.n_chains // 2
+    mins = land.basins.minimizers
+    theta0 = np.where(starts_wide, mins[land.basins.wide], mins[1 - land.basins.wide])
+    traj = run_sgd(
+        land.train,
+        torch.as_tensor(theta0).reshape(-1, 1),
+        lr=cell_plan.lr,
+        batch_size=cell_plan.batch_size,
+        n_steps=cell_plan.steps,
+        record_every=cell_plan.record_every,
+        replacement=replacement,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    th = traj.thetas[..., 0].numpy()
+    keep = th[int(round(config.burn_in * th.shape[0])) :]
+    return float(land.basins.wide_mask(keep).mean())
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_the_configured_sampling_reaches_sgd_the_law_and_the_comparison(replacement):
+    """The judged SGD is run_sgd with the configured scheme, the comparison the other scheme;
+    the SDE / Fokker-Planck temperature carries the (N-B)/(N-1) factor only when reshuffled."""
+    cfg = tiny_config(
+        noise_models={"isotropic": NoiseModelConfig(0.02, 8.0, (0.04,))},
+        n_train=16,  # B = 1, 2 of N = 16: a factor 14/15 at B = 2
+        replacement=replacement,
+    )
+    plan = plan_two_minima(cfg)
+    cells = run_two_minima(cfg, plan=plan).summary["cells"]
+    assert [c["batch_size"] for c in cells] == [1, 2]
+    b2 = cells[1]
+    assert b2["T_effective"] == pytest.approx(0.04 * (1.0 if replacement else 14 / 15))
+    assert b2["replacement"] is replacement
+    first = plan.cells[0]
+    assert cells[0]["p_wide_sgd"] == _direct_sgd(plan, first, cfg, replacement, first.seed)
+    other = cells[0]["sampling_comparison"]
+    assert other["replacement"] is (not replacement)
+    assert other["sgd"]["p_wide"] == _direct_sgd(plan, first, cfg, not replacement, first.seed + 2)
+    assert other["T_effective"] == pytest.approx(0.04)  # B = 1: no factor either way
+
+
+def test_sampling_comparison_can_be_switched_off():
+    cfg = tiny_config(
+        noise_models={"isotropic": NoiseModelConfig(0.02, 8.0, (0.032,))}, compare_sampling=False
+    )
+    s = run_two_minima(cfg).summary
+    assert all(c["sampling_comparison"] is None for c in s["cells"])
+    assert s["sampling_comparison"]["cells"] == []
+    assert s["sampling_comparison"]["statement"].startswith("not run")
+
+
 def test_arrays_contract(tiny_result):
     a = tiny_result.arrays
     for noise in ("isotropic", "translation"):
@@ -161,6 +248,8 @@ def test_a_plan_for_another_config_is_refused():
         (dict(noise_models={"bogus": NoiseModelConfig(0.1, 1.0, (0.1,))}), "bogus"),
         (dict(noise_models={"isotropic": NoiseModelConfig(0.1, 1.0, (-0.1,))}), "temperatures"),
         (dict(w=(0.5, -1.0)), "w"),
+        (dict(replacement="yes"), "replacement"),
+        (dict(compare_sampling=1), "compare_sampling"),
     ],
 )
 def test_bad_config_rejected(overrides, match):
@@ -177,11 +266,12 @@ def test_batch_larger_than_data_rejected():
 def test_load_config_overrides_and_errors(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(
-        "n_chains = 128\nseed = 3\nrelaxation_multiple = 8\n"
+        "n_chains = 128\nseed = 3\nrelaxation_multiple = 8\nreplacement = false\n"
         "[noise_models.isotropic]\ntemperatures = [0.01, 0.02]\n"
     )
     cfg = load_config(good)
     assert cfg.n_chains == 128 and cfg.seed == 3 and cfg.relaxation_multiple == 8.0
+    assert cfg.replacement is False and cfg.compare_sampling is True
     assert cfg.noise_models["isotropic"].temperatures == (0.01, 0.02)
     assert (
         cfg.noise_models["isotropic"].tilt_std
@@ -199,6 +289,9 @@ def test_load_config_overrides_and_errors(tmp_path):
     bad_type = tmp_path / "bad_type.toml"
     bad_type.write_text('n_steps = "many"\n')
     with pytest.raises(UserError, match="n_steps"):
+        load_config(bad_type)
+    bad_type.write_text("replacement = 1\n")
+    with pytest.raises(UserError, match="replacement"):
         load_config(bad_type)
     with pytest.raises(UserError, match="does not exist"):
         load_config(tmp_path / "missing.toml")

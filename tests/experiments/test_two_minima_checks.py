@@ -6,6 +6,7 @@ import pytest
 
 from sgdtemp.experiments.two_minima.cell import _agreement
 from sgdtemp.experiments.two_minima.checks import checks, iso_temperature
+from sgdtemp.experiments.two_minima.sampling import regime_note, sampling_comparison
 
 
 def _cell(
@@ -45,8 +46,13 @@ def _cell(
     return c
 
 
-def _summary(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"cells": cells, "iso_temperature": iso_temperature(cells)}
+def _summary(cells: list[dict[str, Any]], replacement: bool = True) -> dict[str, Any]:
+    return {
+        "cells": cells,
+        "iso_temperature": iso_temperature(cells),
+        "sampling": {"replacement": replacement, "note": regime_note(replacement)},
+        "sampling_comparison": sampling_comparison(cells, replacement, 0.3),
+    }
 
 
 def _verdict(summary: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -154,3 +160,67 @@ def test_iso_temperature_groups_judge_only_equilibrated_pairs():
     assert groups[0.01]["agree_within_0.05"] is True
     cells[1]["equilibrated"] = False
     assert {g["T"]: g for g in iso_temperature(cells)}[0.005]["agree_within_0.05"] is None
+
+
+def _shown(c: dict[str, Any], p_other: float, *, stderr: float = 0.01, eq: bool = True) -> None:
+    """Give a cell the other scheme's run (reshuffled when the cell is with replacement)."""
+    other = not c.get("replacement", True)
+    c["replacement"] = not other
+    c["sampling_comparison"] = {
+        "replacement": other,
+        "p_wide_fp": c["p_wide_fp"] + 0.001,
+        "sgd": {"p_wide": p_other, "stderr": stderr, "equilibrated": eq},
+    }
+
+
+def test_sgd_checks_say_their_sampling_regime():
+    cells = _isotropic() + _translation(3)
+    for replacement, needle in ((True, "with replacement"), (False, "outside the i.i.d. regime")):
+        found = checks(_summary(cells, replacement))
+        judged_sgd = [found[i] for i in (2, 4, 5, 6, 7)]  # TM3, TM5, TM6, TM7, TM8
+        assert all(needle in c["detail"] for c in judged_sgd)
+        assert needle not in found[0]["detail"]  # TM1 does not judge SGD
+
+
+def test_the_other_sampling_is_shown_not_judged():
+    """Reshuffled SGD far from Fokker-Planck changes no verdict; it is tabulated and stated."""
+    cells = _isotropic() + _translation(3)
+    before = [c["holds"] for c in checks(_summary(cells))]
+    _shown(cells[0], 0.30)  # isotropic T=0.005 B=1: FP 0.15, SGD with replacement 0.15
+    _shown(cells[2], 0.44)  # T=0.01 B=1: FP 0.43
+    _shown(cells[3], 0.60, eq=False)
+    summary = _summary(cells)
+    assert [c["holds"] for c in checks(summary)] == before
+    block = summary["sampling_comparison"]
+    assert block["judged"] is False and len(block["cells"]) == 3
+    row = block["cells"][0]
+    assert row["p_wide_sgd_with_replacement"] == 0.15 and row["p_wide_sgd_reshuffled"] == 0.30
+    assert row["p_wide_fp"] == 0.15
+    assert row["p_wide_fp_without_replacement_factor"] == pytest.approx(0.151)
+    assert row["reshuffled_minus_with_replacement"] == pytest.approx(0.15)
+    text = block["statement"]
+    assert "in the 2 where both equilibrated" in text
+    assert "at most 0.150 reshuffled (isotropic T=0.005 B=1: 0.300 vs FP 0.150)" in text
+    assert "more than 3 standard errors in 1 of them" in text
+    assert "factor moves p_FP by at most 0.0010" in text
+    assert "not equilibrated under one scheme: isotropic T=0.01 B=2" in text
+    tm5 = _verdict(summary, "each noise model")
+    assert tm5["detail"].endswith("sampling_comparison: " + text)
+
+
+def test_the_comparison_is_named_by_scheme_when_reshuffling_is_judged():
+    """With replacement = false the judged SGD is the reshuffled one: the table's columns still
+    mean what their names say."""
+    cell = _cell("isotropic", 0.005, 2, p_sgd=0.25, p_fp=0.15)
+    cell["replacement"] = False
+    _shown(cell, 0.16)
+    block = sampling_comparison([cell], False, 0.3)
+    assert block["judged_sampling"] == "reshuffled every epoch"
+    assert block["shown_sampling"] == "with replacement"
+    row = block["cells"][0]
+    assert row["p_wide_sgd_reshuffled"] == 0.25 and row["p_wide_sgd_with_replacement"] == 0.16
+    assert row["p_wide_fp"] == pytest.approx(0.151)  # the with-replacement law is the shown one's
+    assert row["p_wide_fp_without_replacement_factor"] == 0.15
+    assert block["statement"].startswith(
+        "not judged: SGD with replacement beside the judged SGD reshuffled every epoch"
+    )

@@ -38,10 +38,12 @@ def plan():
     return plan_two_minima(TRANSLATION)
 
 
-def test_plan_follows_the_predicted_relaxation_time():
+@pytest.mark.parametrize("replacement", [True, False])
+def test_plan_follows_the_predicted_relaxation_time(replacement):
     """Steps are relaxation_multiple predicted relaxation times (theory's MFPT quadrature at the
-    effective temperature, in steps of lr), at least min_steps, in whole records, within the
-    budget; a cell that needs more is not simulated."""
+    temperature of the configured sampling: T with replacement, T (N-B)/(N-1) reshuffled, in
+    steps of lr), at least min_steps, in whole records, within the budget; a cell that needs more
+    is not simulated."""
     config = dataclasses.replace(
         TwoMinimaConfig(),
         noise_models={"isotropic": NoiseModelConfig(0.02, 8.0, (0.003, 0.01, 0.04))},
@@ -50,13 +52,18 @@ def test_plan_follows_the_predicted_relaxation_time():
         n_steps=50_000,
         min_steps=500,
         record_every=5,
+        replacement=replacement,
     )
     plan = plan_two_minima(config)
     land = plan.landscapes["isotropic"]
     minima = tuple(land.basins.minimizers.tolist())
     assert [c.batch_size for c in plan.cells] == [3, 6, 1, 2, 1, 2]
     for cell in plan.cells:
-        t_eff = cell.temperature * without_replacement_factor(512, cell.batch_size)
+        factor = 1.0 if replacement else without_replacement_factor(512, cell.batch_size)
+        t_eff = cell.temperature * factor
+        assert cell.t_effective == pytest.approx(t_eff, rel=1e-15)
+        if not replacement and cell.batch_size > 1:
+            assert cell.t_effective < cell.temperature
         relax = relaxation_time_1d(land.grid, land.grad, land.noise, t_eff, minima)
         assert cell.relaxation_steps == pytest.approx(relax / cell.lr, rel=1e-12)
         needed = max(500, math.ceil(10 * cell.relaxation_steps))

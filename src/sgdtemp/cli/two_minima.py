@@ -25,7 +25,11 @@ def register(subparsers: Any) -> None:
         "over a temperature grid (each T reached by two (lr, B) pairs), equilibration flags, and "
         "the test-loss decomposition under sampling and domain shift. Each cell runs ten of its "
         "predicted relaxation times; cells that need more than the step budget are listed first "
-        "and not simulated. Writes summary.json, data.npz and figures to --out.",
+        "and not simulated. SGD draws minibatches with replacement, the i.i.d. noise the "
+        "Fokker-Planck law is derived for, and the checks judge it there; in the cells with "
+        "lr*lambda_max <= 0.3 SGD reshuffled every epoch runs beside it and is shown (column "
+        "'other'), not judged (config keys replacement, compare_sampling). Writes summary.json, "
+        "data.npz and figures to --out.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file overriding defaults")
     parser.add_argument(
@@ -120,10 +124,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_plan(plan: Any) -> None:
     """The plan, before anything runs: which cells cannot equilibrate within the budget."""
+    from sgdtemp.experiments.two_minima.sampling import sampling_label
+
     print(
         f"plan: {len(plan.simulated)} of {len(plan.cells)} cells simulated, each for "
         f"{plan.config.relaxation_multiple:g} predicted relaxation times (budget "
-        f"{plan.config.n_steps} steps per cell)"
+        f"{plan.config.n_steps} steps per cell); SGD minibatches "
+        f"{sampling_label(plan.config.replacement)}"
     )
     for cell in plan.skipped:
         print(f"  not simulated: {cell.label()}: {cell.summary()['note']}")
@@ -136,20 +143,25 @@ def _num(value: float | None, fmt: str, width: int) -> str:
 
 def _print_table(summary: dict[str, Any]) -> None:
     head = f"{'noise':<12}{'T':>7}{'B':>4}{'lr':>7}{'lr*λ':>6}{'relax':>9}{'steps':>8}"
-    head += f"{'SGD':>7}{'±':>6}{'SDE':>7}{'FP':>7}{'Gibbs':>7}{'eq':>4}"
+    head += f"{'SGD':>7}{'±':>6}{'other':>7}{'±':>6}{'SDE':>7}{'FP':>7}{'Gibbs':>7}{'eq':>4}"
+    print(summary["sampling"]["note"])
+    comparison = summary["sampling_comparison"]
+    print(f"other: SGD {comparison['shown_sampling']}, shown, not judged")
     print(head)
     for c in summary["cells"]:
         eq = c["equilibration"]
         sgd = c["sgd"] or {}
+        other = (c["sampling_comparison"] or {}).get("sgd") or {}
         print(
             f"{c['noise']:<12}{c['T']:>7.4g}{c['batch_size']:>4}{c['lr']:>7.3g}"
             f"{c['lr_sharpness']:>6.2f}{_num(eq['predicted_relaxation_steps'], '.3g', 9)}"
             f"{eq['steps_run']:>8}{_num(c['p_wide_sgd'], '.3f', 7)}"
-            f"{_num(sgd.get('stderr'), '.3f', 6)}{_num(c['p_wide_sde'], '.3f', 7)}"
+            f"{_num(sgd.get('stderr'), '.3f', 6)}{_num(other.get('p_wide'), '.3f', 7)}"
+            f"{_num(other.get('stderr'), '.3f', 6)}{_num(c['p_wide_sde'], '.3f', 7)}"
             f"{c['p_wide_fp']:>7.3f}{c['p_wide_gibbs']:>7.3f}"
             f"{('y' if c['equilibrated'] else 'n') if c['simulated'] else '-':>4}"
         )
-    print()
+    print(f"\nsampling comparison: {comparison['statement']}\n")
     for check in summary["checks"]:
         verdict = {True: "holds", False: "FAILS", None: "n/a"}[check["holds"]]
         print(f"[{verdict:>5}] {check['claim']}: {check['detail']}")

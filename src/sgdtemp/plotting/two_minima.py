@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["plot_two_minima"]
 
-_COLORS = {"sgd": "C0", "sde": "C1", "fp": "k", "gibbs": "C3"}
+_COLORS = {"sgd": "C0", "sde": "C1", "fp": "k", "gibbs": "C3", "other": "0.45"}
 
 
 def _cells(summary: Mapping[str, Any], noise: str) -> list[dict[str, Any]]:
@@ -120,7 +120,11 @@ def _p_wide(summary: Mapping[str, Any]) -> Figure:
                     color=_COLORS[source],
                     ms=5,
                 )
-            ax.plot([], [], marker, color=_COLORS[source], label=source.upper())
+            label = source.upper()
+            if source == "sgd":
+                label += f" ({summary['sampling']['sampling']})"
+            ax.plot([], [], marker, color=_COLORS[source], label=label)
+        _other_sampling(ax, summary, cells)
         fp = [np.mean([c["p_wide_fp"] for c in cells if c["T"] == t]) for t in temps]
         gibbs = [np.mean([c["p_wide_gibbs"] for c in cells if c["T"] == t]) for t in temps]
         ax.plot(temps, fp, "-", color=_COLORS["fp"], label="Fokker–Planck (exact)")
@@ -133,6 +137,26 @@ def _p_wide(summary: Mapping[str, Any]) -> Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _other_sampling(ax: Any, summary: Mapping[str, Any], cells: list[dict[str, Any]]) -> None:
+    """SGD with the other minibatch sampling, where it ran: grey crosses left of T, not judged."""
+    shown = [c for c in cells if c.get("sampling_comparison")]
+    for c in shown:
+        stats = c["sampling_comparison"]["sgd"]
+        ax.errorbar(
+            c["T"] / 1.012,
+            stats["p_wide"],
+            yerr=stats["stderr"],
+            fmt="x",
+            color=_COLORS["other"],
+            ms=5,
+            zorder=1,
+            alpha=1.0 if stats["equilibrated"] else 0.4,
+        )
+    if shown:
+        label = f"SGD {summary['sampling_comparison']['shown_sampling']} (shown, not judged)"
+        ax.plot([], [], "x", color=_COLORS["other"], label=label)
 
 
 def _mean(values: list[float]) -> float:

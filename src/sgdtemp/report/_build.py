@@ -30,7 +30,8 @@ _TWO_MINIMA_FIGURES = {
     "and the Gibbs law in L.",
     "p_wide": "Probability of the wide basin vs T from SGD, the SDE (± one standard error; "
     "filled: equilibrated), the exact Fokker–Planck law and the Gibbs law in L. Cells whose "
-    "predicted relaxation exceeds the step budget are not simulated.",
+    "predicted relaxation exceeds the step budget are not simulated. Grey crosses: SGD with "
+    "the other minibatch sampling (by default reshuffled every epoch), shown, not judged.",
     "test_loss": "Expected test loss vs T: the decomposition of the exact Fokker–Planck law "
     "(theory §1.3), the law's expectation and SGD's measurement in equilibrated cells.",
     "iso_temperature": "Temperature invariance: SGD densities of the (lr, B) pairs of each T.",

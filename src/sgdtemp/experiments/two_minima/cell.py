@@ -16,6 +16,7 @@ from sgdtemp.experiments.two_minima.landscape import (
     on_grid,
 )
 from sgdtemp.experiments.two_minima.plan import CellPlan
+from sgdtemp.experiments.two_minima.sampling import sampling_label, sampling_temperature
 from sgdtemp.simulate import Trajectory, run_sde, run_sgd
 from sgdtemp.theory import (
     ShiftDecomposition,
@@ -187,6 +188,7 @@ def run_cell(
         "lr": plan.lr,
         "batch_size": plan.batch_size,
         "lr_sharpness": plan.lr_sharpness,
+        "replacement": config.replacement,
         "simulated": plan.feasible,
         "equilibration": plan.summary(),
         "p_wide_fp": p_fp,
@@ -202,7 +204,8 @@ def run_cell(
     }
     if plan.steps is None:  # said up front: not simulated
         empty = {"p_wide_sgd": None, "p_wide_sde": None, "equilibrated": False}
-        cell.update(empty, sgd=None, sde=None, train_loss=None, test_loss=None)
+        cell.update(empty, sgd=None, sde=None, sampling_comparison=None)
+        cell.update(train_loss=None, test_loss=None)
         cell.update(decomposition=None, agreement=_agreement(cell, None, None))
         return cell, arrays
     half = config.n_chains // 2
@@ -211,15 +214,7 @@ def run_cell(
         starts_wide, basins.minimizers[basins.wide], basins.minimizers[1 - basins.wide]
     )
     theta0_t = torch.as_tensor(theta0, dtype=torch.float64).reshape(-1, 1)
-    sgd = run_sgd(
-        landscape.train,
-        theta0_t,
-        lr=plan.lr,
-        batch_size=plan.batch_size,
-        n_steps=plan.steps,
-        record_every=plan.record_every,
-        generator=torch.Generator().manual_seed(plan.seed),
-    )
+    sgd = _run_sgd(landscape, plan, theta0_t, plan.steps, config.replacement, plan.seed)
     sde = run_sde(
         landscape.table,
         theta0_t,
@@ -252,7 +247,64 @@ def run_cell(
         }
     )
     cell["agreement"] = _agreement(cell, stats_sgd, stats_sde)
+    cell["sampling_comparison"] = None
+    if config.compare_sampling and plan.lr_sharpness <= COMPARABLE_LR_SHARPNESS:
+        cell["sampling_comparison"] = _other_sampling(
+            config, landscape, plan, plan.steps, (theta0_t, starts_wide)
+        )
     return cell, arrays
+
+
+def _run_sgd(
+    landscape: NoiseModelLandscape,
+    plan: CellPlan,
+    theta0: torch.Tensor,
+    steps: int,
+    replacement: bool,
+    seed: int,
+) -> Trajectory:
+    return run_sgd(
+        landscape.train,
+        theta0,
+        lr=plan.lr,
+        batch_size=plan.batch_size,
+        n_steps=steps,
+        record_every=plan.record_every,
+        replacement=replacement,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _other_sampling(
+    config: TwoMinimaConfig,
+    landscape: NoiseModelLandscape,
+    plan: CellPlan,
+    steps: int,
+    starts: tuple[torch.Tensor, np.ndarray],
+) -> dict[str, Any]:
+    """SGD with the other sampling scheme, same cell, steps and starts: shown, not judged.
+
+    Beside it, the Fokker-Planck law at that scheme's marginal noise (with the without-replacement
+    factor when reshuffled), so that a gap the factor does not explain shows as such.
+    """
+    other = not config.replacement
+    theta0, starts_wide = starts
+    sgd = _run_sgd(landscape, plan, theta0, steps, other, plan.seed + 2)
+    frac, _ = _wide_fraction(sgd, landscape.basins, config.burn_in)
+    stats = _sim_stats(frac, starts_wide, config.equilibration_tol)
+    t_other = sampling_temperature(
+        plan.temperature, config.n_train, plan.batch_size, replacement=other
+    )
+    law = stationary_density_1d(landscape.grid, landscape.grad, landscape.noise, t_other)
+    p_fp = _p_wide(law, landscape.basins)
+    return {
+        "replacement": other,
+        "sampling": sampling_label(other),
+        "T_effective": t_other,
+        "p_wide_fp": p_fp,
+        "sgd": stats,
+        "sgd_vs_fp": abs(stats["p_wide"] - p_fp),
+    }
 
 
 def _agreement(

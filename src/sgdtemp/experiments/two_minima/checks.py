@@ -1,7 +1,9 @@
 """Verdicts of the two-minima study, each computed from its cells (``summary.json``'s ``checks``).
 
 The order is part of the contract: the report numbers them TM1, TM2, ... (TM7 is the
-equilibration check); new checks are appended.
+equilibration check); new checks are appended. Every check that judges SGD says in its detail
+which minibatch sampling it was judged in (``summary["sampling"]``); the agreement check (TM5)
+also carries the other scheme's measurement (``summary["sampling_comparison"]``), not judged.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _by_t(cells: Sequence[dict[str, Any]], value: Any) -> tuple[list[float], lis
     return temps, out
 
 
-def _isotropic(iso: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _isotropic(iso: list[dict[str, Any]], regime: str) -> list[dict[str, Any]]:
     temps, p_fp = _by_t(iso, lambda c: c["p_wide_fp"])
     _, p_sgd = _by_t(iso, lambda c: c["p_wide_sgd"] if c["equilibrated"] else None)
     fp = [p for p in p_fp if p is not None]
@@ -105,7 +107,7 @@ def _isotropic(iso: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "predict to improve, is shown beside it)",
             "holds": improves,
             "detail": f"T: {_fmt(temps, 4)}; {series['domain']}; {series['sampling']}; "
-            f"domain test loss of the Fokker-Planck law by T: {_fmt(law, 4)}",
+            f"domain test loss of the Fokker-Planck law by T: {_fmt(law, 4)}; {regime}",
         }
     )
     return out
@@ -114,6 +116,7 @@ def _isotropic(iso: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def checks(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Verdicts on what the study is meant to show, each computed from the cells."""
     cells = summary["cells"]
+    regime = summary["sampling"]["note"]
     simulated = [c for c in cells if c["simulated"]]
     out: list[dict[str, Any]] = []
     max_ls = max(c["lr_sharpness"] for c in cells)
@@ -128,7 +131,7 @@ def checks(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for c in cells:
         by_noise.setdefault(c["noise"], []).append(c)
     if by_noise.get("isotropic"):
-        out.extend(_isotropic(by_noise["isotropic"]))
+        out.extend(_isotropic(by_noise["isotropic"], regime))
     trans = by_noise.get("translation", [])
     trans_comparable = [c for c in trans if c["agreement"]["comparable"]]
     if trans:
@@ -144,14 +147,20 @@ def checks(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{_fmt([abs(c['p_wide_fp'] - c['p_wide_gibbs']) for c in trans])}",
             }
         )
-    out.append(_agreement_check(by_noise))
+    agreement = _agreement_check(by_noise)
+    agreement["detail"] += f"; {regime}"
+    shown = summary.get("sampling_comparison")
+    if shown is not None:
+        agreement["detail"] += f"; sampling_comparison: {shown['statement']}"
+    out.append(agreement)
     iso_t = [g for g in summary["iso_temperature"] if g["equilibrated"]]
     out.append(
         {
             "claim": "temperature invariance: iso-T pairs agree within 0.05 (equilibrated cells)",
             "holds": bool(all(g["agree_within_0.05"] for g in iso_t)) if iso_t else None,
             "detail": f"{len(iso_t)} equilibrated iso-T groups; max spread "
-            + (f"{max(g['spread'] for g in iso_t):.3f}" if iso_t else "n/a"),
+            + (f"{max(g['spread'] for g in iso_t):.3f}" if iso_t else "n/a")
+            + f"; {regime}",
         }
     )
     not_eq = [c for c in simulated if not c["equilibrated"]]
@@ -168,11 +177,14 @@ def checks(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 f"the budget: {_labels(skipped)}"
                 if skipped
                 else ""
-            ),
+            )
+            + f"; {regime}",
         }
     )
     if trans:
-        out.append(_witness_check(trans_comparable))
+        witness = _witness_check(trans_comparable)
+        witness["detail"] += f"; {regime}"
+        out.append(witness)
     return out
 
 

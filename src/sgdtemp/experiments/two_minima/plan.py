@@ -2,12 +2,12 @@ r"""Equilibration planned before anything runs: each cell's predicted relaxation
 
 For each (noise model, $T$, $B$) cell the slowest relaxation time of the SDE that SGD follows is
 predicted from the exact mean first-passage times between the two minima
-(:func:`~sgdtemp.theory.relaxation_time_1d`, at the effective temperature with the
-without-replacement factor) and converted to SGD steps, $t/\eta$. A cell runs
-``relaxation_multiple`` of them (at least ``min_steps``) and discards the first ``burn_in``: with
-the defaults, five relaxation times, after which the start's imprint on the basin masses is below
-$e^{-5} \approx 0.007$ of its initial size. A cell that would need more than the budget
-``n_steps`` cannot be equilibrated and is said so up front; it is not simulated.
+(:func:`~sgdtemp.theory.relaxation_time_1d`, at the effective temperature of the configured
+minibatch sampling: $T$ with replacement, $T(N-B)/(N-1)$ reshuffled) and converted to SGD steps,
+$t/\eta$. A cell runs ``relaxation_multiple`` of them (at least ``min_steps``) and discards the
+first ``burn_in``: with the defaults, five relaxation times, after which the start's imprint on
+the basin masses is below $e^{-5} \approx 0.007$ of its initial size. A cell that would need more
+than the budget ``n_steps`` cannot be equilibrated and is said so up front; it is not simulated.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 from sgdtemp.experiments.two_minima.config import TwoMinimaConfig
 from sgdtemp.experiments.two_minima.landscape import NoiseModelLandscape
-from sgdtemp.theory import lr_for_temperature, relaxation_time_1d, without_replacement_factor
+from sgdtemp.experiments.two_minima.sampling import sampling_temperature
+from sgdtemp.theory import lr_for_temperature, relaxation_time_1d
 
 __all__ = ["CellPlan", "plan_cells"]
 
@@ -36,8 +37,9 @@ class CellPlan:
         temperature: $T = \eta/B$.
         batch_size: $B$.
         lr: $\eta = TB$.
-        t_effective: $T\,(N-B)/(N-1)$, the temperature of the SDE and Fokker–Planck law that
-            describe SGD without replacement.
+        t_effective: the temperature of the SDE and Fokker–Planck law that describe the
+            configured sampling (:func:`~.sampling.sampling_temperature`): $T$ with replacement,
+            $T\,(N-B)/(N-1)$ reshuffled.
         lr_sharpness: $\eta\lambda_{\max}$.
         relaxation_time: predicted slowest relaxation time in SDE time ($\infty$ past the float
             range).
@@ -115,9 +117,10 @@ def plan_cells(
     for t_index, temp in enumerate(nm.temperatures):
         for batch_size in config.batch_sizes(temp):
             lr = lr_for_temperature(temp, batch_size)
-            # Sampling without replacement scales the minibatch noise by (N - B)/(N - 1); the
-            # SDE and the Fokker-Planck law use that effective temperature.
-            t_eff = temp * without_replacement_factor(config.n_train, batch_size)
+            # The SDE and the Fokker-Planck law use the noise of the configured sampling.
+            t_eff = sampling_temperature(
+                temp, config.n_train, batch_size, replacement=config.replacement
+            )
             relax = relaxation_time_1d(
                 landscape.grid, landscape.grad, landscape.noise, t_eff, minima
             )

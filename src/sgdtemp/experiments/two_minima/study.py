@@ -8,11 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from sgdtemp.experiments.two_minima.cell import HIST_BINS, run_cell
+from sgdtemp.experiments.two_minima.cell import COMPARABLE_LR_SHARPNESS, HIST_BINS, run_cell
 from sgdtemp.experiments.two_minima.checks import checks, iso_temperature
 from sgdtemp.experiments.two_minima.config import TwoMinimaConfig, config_dict
 from sgdtemp.experiments.two_minima.landscape import NoiseModelLandscape, build_landscape
 from sgdtemp.experiments.two_minima.plan import CellPlan, plan_cells
+from sgdtemp.experiments.two_minima.sampling import (
+    regime_note,
+    sampling_comparison,
+    sampling_label,
+)
 from sgdtemp.landscapes import MixturePotential
 
 __all__ = ["TwoMinimaPlan", "TwoMinimaResult", "plan_two_minima", "run_two_minima"]
@@ -51,7 +56,9 @@ class TwoMinimaResult:
 
     Attributes:
         summary: the JSON-ready summary (``summary.json`` contract: ``landscape``, ``cells``,
-            ``noise_models``, ``iso_temperature``, ``checks``).
+            ``noise_models``, ``sampling`` (the scheme SGD was judged in),
+            ``sampling_comparison`` (the other scheme, shown beside it, not judged),
+            ``iso_temperature``, ``checks``).
         arrays: named NumPy arrays for ``data.npz`` (train/test pairs, density grids, histograms).
     """
 
@@ -129,8 +136,17 @@ def run_two_minima(
             "simulated": len(plan.simulated),
             "not_simulated": [{"cell": c.label(), **c.summary()} for c in plan.skipped],
         },
+        "sampling": {
+            "replacement": config.replacement,
+            "sampling": sampling_label(config.replacement),
+            "theory_regime": config.replacement,
+            "note": regime_note(config.replacement),
+        },
         "cells": cells,
     }
+    summary["sampling_comparison"] = sampling_comparison(
+        cells, config.replacement, COMPARABLE_LR_SHARPNESS
+    )
     summary["iso_temperature"] = iso_temperature(cells)
     summary["checks"] = checks(summary)
     return TwoMinimaResult(summary=summary, arrays=arrays)
