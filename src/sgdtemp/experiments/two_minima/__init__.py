@@ -16,6 +16,8 @@ relaxation time and runs long enough to cover several (or says up front that a c
 equilibrate within the budget), measures the wide-basin probability from real-minibatch SGD, from
 the SDE and from the exact stationary density, checks that chains started in either basin agree,
 and decomposes the test loss on a sampling-shift and a domain-shift test set (theory.md §1.3).
+SGD draws minibatches with replacement, the i.i.d. noise the Fokker–Planck law is derived for;
+SGD reshuffled every epoch runs beside it in the stable cells and is shown, not judged.
 
 Each temperature $T$ is reached by batch sizes $b$ and $2b$ with $b = \max(1,
 \mathrm{round}(\eta_0 / T))$ for the configured learning-rate scale $\eta_0$, so that the simulated
@@ -23,8 +25,9 @@ SDE time per step ($\eta = TB$) stays comparable across the grid.
 
 Modules: :mod:`~.config` (what defines a study, and why the noise models have their parameters),
 :mod:`~.landscape` (one noise model's data and tabulated losses), :mod:`~.plan` (equilibration
-planned from the predicted relaxation time), :mod:`~.cell` (one cell's simulations and laws),
-:mod:`~.checks` (verdicts), :mod:`~.study` (the entry points), :mod:`~.output` (the files).
+planned from the predicted relaxation time), :mod:`~.sampling` (the minibatch sampling judged
+and the one shown beside it), :mod:`~.cell` (one cell's simulations and laws), :mod:`~.checks`
+(verdicts), :mod:`~.study` (the entry points), :mod:`~.output` (the files).
 """
 
 from __future__ import annotations
