@@ -43,279 +43,24 @@ import concurrent.futures as cf
 import contextlib
 import os
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import replace
+from typing import Any
 
 from sgdtemp.errors import UserError
-from sgdtemp.executors import AbstractExecutor, WorkerLost, limit_threads, make_executor
-from sgdtemp.files import json_safe
-from sgdtemp.storage import FINISHED, NewRun, Store, environment, hostname
+from sgdtemp.executors import AbstractExecutor, WorkerLost, make_executor
+from sgdtemp.experiments._worker import JobResult, run_group, run_job
+from sgdtemp.experiments.jobs import (
+    FusableTask,
+    Job,
+    Outcome,
+    Report,
+    SweepProgress,
+    SweepSummary,
+)
+from sgdtemp.storage import FINISHED, Store
 
 __all__ = ["Outcome", "Job", "FusableTask", "Report", "SweepProgress", "SweepSummary", "execute"]
-
-#: Statuses a task may report.
-_TASK_STATUSES = ("ok", "diverged", "unstable", "failed")
-
-# ------------------------------------------------------------------------------------ records
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a task returns: its status and metrics (JSON values).
-
-    Attributes:
-        status: ``"ok"`` or ``"diverged"`` (or ``"unstable"`` / ``"failed"``).
-        metrics: the run's metrics.
-        device: the device the run used, recorded in its environment.
-    """
-
-    status: str
-    metrics: Mapping[str, Any]
-    device: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of a sweep: what to store (``run``) and what to execute (``task``).
-
-    Attributes:
-        run: the key, config and columns of the run.
-        task: a picklable callable with no arguments returning an :class:`Outcome` (or a
-            mapping of metrics, read as ``ok``); None for a run recorded without running
-            (``run.status == "unstable"``).
-        group: jobs with the same (hashable, not None) group may be fused into one task; their
-            tasks must be instances of one :class:`FusableTask` class.
-    """
-
-    run: NewRun
-    task: Callable[[], Outcome | Mapping[str, Any]] | None
-    group: Any = None
-
-
-#: How a fused task reports run ``i`` of its group: ``report(i, outcome)``.
-Report = Callable[[int, "Outcome | Mapping[str, Any]"], None]
-
-
-@runtime_checkable
-class FusableTask(Protocol):
-    """A task whose class can run several of its instances as one (see :attr:`Job.group`)."""
-
-    @classmethod
-    def fuse(cls, tasks: Sequence[Any]) -> Callable[[Report], None]:
-        """One task for ``tasks``: called with ``report``, it reports each task's outcome."""
-        ...
-
-
-@dataclass(frozen=True)
-class SweepProgress:
-    """Where a sweep stands (passed to the ``progress`` callback after every event).
-
-    Attributes:
-        total: runs in the sweep.
-        skipped: runs already finished when it started.
-        done: runs finished since it started (failed included).
-        running: runs in flight.
-        failed: runs recorded ``failed`` since it started.
-        waiting: runs held by another live driver (a concurrent sweep).
-    """
-
-    total: int
-    skipped: int
-    done: int
-    running: int
-    failed: int
-    waiting: int
-
-
-@dataclass(frozen=True)
-class SweepSummary:
-    """The result of a sweep invocation.
-
-    ``skipped`` counts runs already finished when it started; the other counts are the final
-    statuses of the rest, so ``ok + diverged + failed + unstable + skipped == total``.
-
-    Attributes:
-        sweep: the sweep name.
-        total: runs in the sweep.
-        ok: finished ``ok``.
-        diverged: stopped for a non-finite or too large loss.
-        failed: raised, or lost their worker ``max_attempts`` times.
-        unstable: ``lr · λ_max ≥ 2`` (recorded, maybe run, never mixed into claims).
-        skipped: already finished before this invocation.
-        failed_earlier: of the skipped runs, those an earlier invocation recorded ``failed``
-            (not retried without ``retry_failed``).
-        seconds: wall-clock time of this invocation.
-        task_seconds: time the tasks themselves took, summed over the runs executed here.
-        task_cpu_seconds: CPU time of the worker processes during those tasks, summed (below
-            ``task_seconds`` when other load kept a worker off its core).
-    """
-
-    sweep: str
-    total: int
-    ok: int
-    diverged: int
-    failed: int
-    unstable: int
-    skipped: int
-    seconds: float
-    task_seconds: float
-    task_cpu_seconds: float = 0.0
-    failed_earlier: int = 0
-
-    @property
-    def left_failed(self) -> int:
-        """Runs of the sweep recorded ``failed`` after this invocation (by it or earlier)."""
-        return self.failed + self.failed_earlier
-
-    def counts(self) -> dict[str, int]:
-        """``{"total", "ok", "diverged", "failed", "unstable", "skipped", "failed_earlier"}``."""
-        return {
-            "total": self.total,
-            "ok": self.ok,
-            "diverged": self.diverged,
-            "failed": self.failed,
-            "unstable": self.unstable,
-            "skipped": self.skipped,
-            "failed_earlier": self.failed_earlier,
-        }
-
-
-# ------------------------------------------------------------------------------- worker side
-
-
-@dataclass(frozen=True)
-class _JobResult:
-    key: str
-    status: str  # a finished status, or "stale" (the claim no longer held the run)
-    seconds: float
-    cpu_seconds: float = 0.0
-    metrics: Mapping[str, Any] | None = None
-    error: str | None = None
-    environment: Mapping[str, Any] | None = None
-    host: str | None = None
-    pid: int | None = None
-
-
-_WORKER_STORES: collections.OrderedDict[tuple[str, int], Store] = collections.OrderedDict()
-
-
-def _worker_store(path: str) -> Store:
-    """One store connection per worker process and file (a few kept open)."""
-    cache_key = (path, os.getpid())
-    store = _WORKER_STORES.get(cache_key)
-    if store is None:
-        store = _WORKER_STORES[cache_key] = Store(path, verify=False)  # the driver verified it
-        while len(_WORKER_STORES) > 4:
-            _WORKER_STORES.popitem(last=False)[1].close()
-    _WORKER_STORES.move_to_end(cache_key)
-    return store
-
-
-def _as_outcome(value: Outcome | Mapping[str, Any]) -> Outcome:
-    if isinstance(value, Outcome):
-        outcome = value
-    elif isinstance(value, Mapping):
-        outcome = Outcome(str(value.get("status", "ok")), value)
-    else:
-        raise TypeError(f"a sweep task returns an Outcome or a mapping, not {type(value).__name__}")
-    if outcome.status not in _TASK_STATUSES:
-        raise ValueError(f"task status must be one of {_TASK_STATUSES}, got {outcome.status!r}")
-    return outcome
-
-
-def _run_job(
-    db: str, key: str, token: str, task: Callable[[], Any], worker_writes: bool
-) -> _JobResult:
-    """Execute one claimed run in a worker and record it (runs in the worker process)."""
-    limit_threads(1)
-    host, pid = hostname(), os.getpid()
-    store = _worker_store(db) if worker_writes else None
-    if store is not None and not store.start(
-        key, token, pid=pid, host=host, environment=environment()
-    ):
-        return _JobResult(key, "stale", 0.0)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    try:
-        outcome = _as_outcome(task())
-        status, error = outcome.status, None
-        metrics: Mapping[str, Any] | None = json_safe(dict(outcome.metrics))
-        env = environment(device=outcome.device)
-    except Exception as exc:
-        status, metrics, env = "failed", None, environment()
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-    seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
-    if store is not None:
-        accepted = store.finish(
-            key, token, status=status, metrics=metrics, error=error, environment=env
-        )
-        return _JobResult(key, status if accepted else "stale", seconds, cpu)
-    return _JobResult(key, status, seconds, cpu, metrics, error, env, host, pid)
-
-
-def _run_group(
-    db: str, keys: Sequence[str], tokens: Sequence[str], tasks: Sequence[Any], worker_writes: bool
-) -> list[_JobResult]:
-    """Execute claimed runs as one fused task; record each as it is reported (in the worker)."""
-    limit_threads(1)
-    host, pid = hostname(), os.getpid()
-    store = _worker_store(db) if worker_writes else None
-    results: dict[int, _JobResult] = {}
-    members = []
-    for i, (key, token) in enumerate(zip(keys, tokens)):
-        if store is not None and not store.start(
-            key, token, pid=pid, host=host, environment=environment()
-        ):
-            results[i] = _JobResult(key, "stale", 0.0)
-        else:
-            members.append(i)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    last = [start, cpu_start]
-
-    def record(i: int, status: str, metrics: Any, error: str | None, env: Any) -> None:
-        now, cpu = time.perf_counter(), time.process_time()
-        # the group's time is shared out: each report is charged the time since the last one
-        seconds, cpu_seconds = now - last[0], cpu - last[1]
-        last[:] = [now, cpu]
-        key, token = keys[i], tokens[i]
-        if store is not None:
-            accepted = store.finish(
-                key, token, status=status, metrics=metrics, error=error, environment=env
-            )
-            results[i] = _JobResult(key, status if accepted else "stale", seconds, cpu_seconds)
-        else:
-            results[i] = _JobResult(
-                key, status, seconds, cpu_seconds, metrics, error, env, host, pid
-            )
-
-    def report(j: int, value: Any) -> None:
-        i = members[j]
-        if i in results:
-            raise RuntimeError(f"run {keys[i]} was reported twice")
-        try:
-            outcome = _as_outcome(value)
-            metrics = json_safe(dict(outcome.metrics))
-        except Exception as exc:
-            record(i, "failed", None, f"{type(exc).__name__}: {exc}", environment())
-            return
-        record(i, outcome.status, metrics, None, environment(device=outcome.device))
-
-    if members:
-        try:
-            fused = type(tasks[members[0]]).fuse([tasks[i] for i in members])
-            fused(report)
-            missing = [i for i in members if i not in results]
-            if missing:
-                raise RuntimeError(f"the fused task did not report {len(missing)} of its runs")
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            for i in members:
-                if i not in results:
-                    record(i, "failed", None, error, environment())
-    return [results[i] for i in range(len(keys))]
-
 
 # ------------------------------------------------------------------------------- driver side
 
@@ -562,7 +307,7 @@ class _Driver:
             self._observe(key)
             return
         try:
-            future = self.executor().submit(_run_job, self.db, key, token, task, self.worker_writes)
+            future = self.executor().submit(run_job, self.db, key, token, task, self.worker_writes)
         except Exception as exc:  # e.g. the task does not pickle for this executor
             self.store.finish(key, token, status="failed", error=f"cannot submit: {exc!r}")
             self._observe(key)
@@ -574,7 +319,7 @@ class _Driver:
         tasks = [self.jobs[k].task for k in keys]
         try:
             future = self.executor().submit(
-                _run_group, self.db, keys, tokens, tasks, self.worker_writes
+                run_group, self.db, keys, tokens, tasks, self.worker_writes
             )
         except Exception as exc:
             for key, token in claimed:
@@ -601,11 +346,11 @@ class _Driver:
                 self.store.finish(key, token, status="failed", error=error)
                 self._observe(key)
             return
-        results: list[_JobResult] = value if isinstance(value, list) else [value]
+        results: list[JobResult] = value if isinstance(value, list) else [value]
         for (key, token), result in zip(pairs, results):
             self._settle_one(key, token, result)
 
-    def _settle_one(self, key: str, token: str, result: _JobResult) -> None:
+    def _settle_one(self, key: str, token: str, result: JobResult) -> None:
         if not self.worker_writes and result.status in FINISHED:
             started = self.store.start(
                 key,
