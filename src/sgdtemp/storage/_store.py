@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdtemp.errors import UserError
-from sgdtemp.storage._env import hostname
+from sgdtemp.storage._owner import owner_alive, process_owner
 from sgdtemp.storage._records import AttemptRecord, Claim, NewRun, RunRecord, RunState
 from sgdtemp.storage._schema import (
     DIGEST_COLUMNS,
@@ -78,42 +78,6 @@ __all__ = [
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _process_start(pid: int) -> str:
-    """The start time of a process in clock ticks since boot (Linux), or '' when unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_owner(pid: int | None = None) -> str:
-    """The owner string of a process: ``host:pid:start`` (start time guards against pid reuse).
-
-    Example:
-        >>> process_owner().split(":")[1] == str(os.getpid())
-        True
-    """
-    pid = os.getpid() if pid is None else pid
-    return f"{hostname()}:{pid}:{_process_start(pid)}"
-
-
-def _owner_alive(owner: str) -> bool | None:
-    """Whether the owner process is alive: None when it lives on another host (unknowable here)."""
-    host, _, rest = owner.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != hostname() or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not start or _process_start(pid) in ("", start)
 
 
 def _loads(text: str | None) -> Any:
@@ -360,7 +324,7 @@ class Store:
             return False
         if state.owner == self.owner:
             return False
-        alive = _owner_alive(state.owner)
+        alive = owner_alive(state.owner)
         if alive is False:
             return True
         return state.heartbeat_at is None or time.time() - state.heartbeat_at > lease_s
