@@ -431,8 +431,12 @@ def plot_mechanisms(analysis: Analysis) -> Figure | None:
     trends = [d for d in analysis.decomposition if d.n_runs > 0]
     if not trends:
         return None
-    fig, axes = plt.subplots(1, len(trends), figsize=(4.4 * len(trends), 3.9), squeeze=False)
-    for ax, d in zip(axes[0], trends):
+    ncols = min(4, len(trends))
+    nrows = math.ceil(len(trends) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows + 0.7), squeeze=False)
+    for ax in axes.flat[len(trends) :]:
+        ax.set_visible(False)
+    for ax, d in zip(axes.flat, trends):
         temps = list(d.temperatures)
         x = np.arange(len(temps), dtype=float)
         pos, neg = np.zeros(len(temps)), np.zeros(len(temps))
@@ -445,10 +449,18 @@ def plot_mechanisms(analysis: Analysis) -> Figure | None:
             pos += np.where(vals >= 0, vals, 0)
             neg += np.where(vals < 0, vals, 0)
         total = [getattr(d.at("sum", t), "mean", np.nan) for t in temps]
-        ax.plot(x - 0.18, total, "o", mfc="white", mec="k", ms=5, label="sum of the five")
+        ax.plot(x - 0.18, total, "o", mfc="white", mec="k", ms=5, label="sum of the five terms")
         measured = [getattr(d.at("measured", t), "mean", np.nan) for t in temps]
         err = np.nan_to_num(np.asarray(d.measured_error, dtype=float))
-        ax.errorbar(x + 0.18, measured, yerr=err, fmt="kD", ms=5, capsize=3, label="measured (95%)")
+        ax.errorbar(
+            x + 0.18,
+            measured,
+            yerr=err,
+            fmt="kD",
+            ms=5,
+            capsize=3,
+            label="measured mean F̃(θ_j) − F(θ*) (95%)",
+        )
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x, [_fraction(t) for t in temps], fontsize=7)
         ax.set_xlabel("temperature T")
@@ -457,9 +469,11 @@ def plot_mechanisms(analysis: Analysis) -> Figure | None:
             f"{d.median_relative_error:.1%}",
             fontsize=9,
         )
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("mean F̃(θ_j) − F(θ*) and its terms")
-    fig.tight_layout()
+    for row in axes:
+        row[0].set_ylabel("expected objective gap")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.7 / (3.3 * nrows + 0.7), 1, 1))
     return fig
 
 

@@ -51,11 +51,16 @@ def mechanisms_html(analysis: Analysis) -> str:
                 f"<details><summary>{len(d.left_out)} runs left out on {esc(d.eval_set)}"
                 f"</summary><ul class='small'>{items}</ul></details>"
             )
-        summary.append(
-            f"<li><b>{esc(d.eval_set)}</b>: {d.n_runs} runs used; median |sum − measured| / "
-            f"|measured| {num(d.median_relative_error * 100, '.1f')} % (C10 asks ≤ "
-            f"{DECOMPOSITION_RTOL:.0%}){left}</li>"
-        )
+        if d.n_runs:
+            used = (
+                f"{d.n_runs} runs used; median |sum − measured| / |measured| "
+                f"{num(d.median_relative_error * 100, '.1f')} % (C10 asks ≤ "
+                f"{DECOMPOSITION_RTOL:.0%})"
+            )
+        else:
+            used = "no usable run"
+        skipped = f"; {d.n_skipped} stationary runs not measured" if d.n_skipped else ""
+        summary.append(f"<li><b>{esc(d.eval_set)}</b>: {used}{skipped}{left}</li>")
     return (
         "<h3 id='tab-mechanisms'>The three curvature mechanisms: seed means</h3>"
         "<p class='small'>Per eval set, from each stationary run's window mean θ̄ and sampled "
@@ -65,23 +70,27 @@ def mechanisms_html(analysis: Analysis) -> str:
         "(± half-width of its 95% interval: over seeds, or from the iterates' standard error "
         "with one seed). The sampling term and the cubic remainder are outside the sum. "
         "E_p[L̃]: the expected data loss over the same iterates.</p>"
-        + table(
-            [
-                "eval set",
-                "T",
-                "runs",
-                "vertical",
-                "shift-curvature",
-                "cross",
-                "bias-curvature",
-                "covariance-curvature",
-                "sum",
-                "measured",
-                "sampling term",
-                "remainder",
-                "E_p[L̃]",
-            ],
-            rows,
+        + (
+            ""
+            if not rows
+            else table(
+                [
+                    "eval set",
+                    "T",
+                    "runs",
+                    "vertical",
+                    "shift-curvature",
+                    "cross",
+                    "bias-curvature",
+                    "covariance-curvature",
+                    "sum",
+                    "measured",
+                    "sampling term",
+                    "remainder",
+                    "E_p[L̃]",
+                ],
+                rows,
+            )
         )
         + f"<ul class='small'>{''.join(summary)}</ul>"
     )
