@@ -170,9 +170,7 @@ def test_the_decomposition_rows_are_seed_means_of_the_records(make_store):
         assert set(DECOMPOSITION_KEYS) <= set(row)
         # the slow obvious way: per seed the mean over batch sizes, then the mean over seeds
         at_t = [
-            m
-            for m in records
-            if math.isclose(m["temperature"], row["temperature"], rel_tol=1e-5)
+            m for m in records if math.isclose(m["temperature"], row["temperature"], rel_tol=1e-5)
         ]
         for term in (*MECHANISM_TERMS, "sum", "measured"):
             per_seed = {}

@@ -117,9 +117,7 @@ def test_analysis_json_has_the_stationary_interface(built_stationary_report):
     test_rows = {row["temperature"]: row["runs"] for row in rows if row["eval_set"] == "test"}
     assert sorted(test_rows.values()) == [2, 2, 4]  # 2 not stationary, 2 not converged
     assert all("compared_at" in c for c in data["claims"])
-    assert {c["compared_at"] for c in data["claims"] if c["id"] in ("C3", "C10")} == {
-        "stationary"
-    }
+    assert {c["compared_at"] for c in data["claims"] if c["id"] in ("C3", "C10")} == {"stationary"}
 
 
 def test_analysis_json_of_a_fixed_epoch_sweep_has_the_keys_too(built_report):

@@ -342,7 +342,7 @@ def write_synthetic_sweep(
         ]
         news = []
         for lr, b, t, s in grid:
-            config = {
+            config: dict[str, Any] = {
                 "synthetic": True,
                 "lr": lr,
                 "batch_size": b,
