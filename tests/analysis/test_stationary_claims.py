@@ -181,3 +181,13 @@ def test_the_decomposition_rows_are_seed_means_of_the_records(make_store):
             assert row[term] == pytest.approx(want, rel=1e-12), (row["eval_set"], term)
         assert row["sum"] == pytest.approx(sum(row[t] for t in MECHANISM_TERMS), rel=1e-12)
         assert row["runs"] == 4 and row["measured_error"] > 0
+
+
+def test_c9_falls_back_to_the_shift_when_no_decomposition_is_usable(make_store):
+    failed = [(*_cell(t, b), "train") for t in TEMPS for b in (16, 32)]
+    db = make_store(**GRID, stationary=True, mechanisms=True, not_converged=failed)
+    c = _claims(db)
+    assert c["C9"].compared_at == "final epoch" and c["C9"].figure == "fig-shift"
+    assert c["C9"].measured.startswith("the stationary decomposition has no usable run")
+    assert c["C10"].verdict == c["C11"].verdict == NOT_MEASURED
+    assert "0 of 12 runs (left out: 12 whose descents did not converge" in c["C10"].measured

@@ -139,6 +139,10 @@ def _shift_claim_c9(analysis: Analysis, regime: Regime) -> Claim:
     verdict = slopes_verdict([s.slopes["shift_curvature"] for s in with_sc])
     if verdict == NOT_MEASURED:
         parts.append(NO_CI.strip(" ()"))
+    if analysis.decomposition:
+        parts.insert(
+            0, "the stationary decomposition has no usable run (see C10), so from the shift"
+        )
     return Claim("C9", source, claim, verdict, rule, " | ".join(parts), "fig-shift", "final epoch")
 
 
