@@ -85,6 +85,8 @@ class Regime:
     def text(self) -> str:
         """The regime in one or two sentences, for the report."""
         lam = ", ".join(f"{w:g}" for w in self.weight_decay) or "0"
+        if len(self.weight_decay) > 1:
+            lam += " (several values in one sweep: its trends in T mix them)"
         if not self.until_stationary:
             return (
                 f"Trained for a fixed number of epochs (no stationarity rule), weight decay "
