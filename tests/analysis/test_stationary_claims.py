@@ -191,3 +191,9 @@ def test_c9_falls_back_to_the_shift_when_no_decomposition_is_usable(make_store):
     assert c["C9"].measured.startswith("the stationary decomposition has no usable run")
     assert c["C10"].verdict == c["C11"].verdict == NOT_MEASURED
     assert "0 of 12 runs (left out: 12 whose descents did not converge" in c["C10"].measured
+    # without a shift to fall back on, C9 is not measured, at stationarity
+    c = _claims(
+        make_store(**GRID, stationary=True, mechanisms=True, not_converged=failed, shift=False)
+    )
+    assert (c["C9"].verdict, c["C9"].compared_at) == (NOT_MEASURED, "stationary")
+    assert "no usable run (see C10)" in c["C9"].measured

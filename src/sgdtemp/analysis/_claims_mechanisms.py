@@ -127,8 +127,11 @@ def _shift_claim_c9(analysis: Analysis, regime: Regime) -> Claim:
     with_sc = [s for s in analysis.shift if "shift_curvature" in s.slopes]
     if not with_sc:
         why = "the shift was not measured" if not analysis.shift else "no shift-curvature term"
-        if regime.until_stationary:
-            why += "; no stationary run's decomposition converged on any set"
+        if analysis.decomposition:  # measured at stationarity, but no run usable
+            why = _phrase(regime, analysis.decomposition) + ": no usable run (see C10); " + why
+            return Claim(
+                "C9", source, claim, NOT_MEASURED, rule, why, "fig-mechanisms", "stationary"
+            )
         return Claim("C9", source, claim, NOT_MEASURED, rule, why, "fig-shift", "final epoch")
     parts = [
         f"{s.eval_set} ({s.n_runs} runs): {span(s.terms['shift_curvature'])}; slope "
