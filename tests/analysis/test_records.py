@@ -149,3 +149,71 @@ def test_pick_sweep_prefers_the_sweep_with_most_finished_runs(store):
     assert pick_sweep(store, "small") == "small"
     with pytest.raises(KeyError):
         pick_sweep(store, "nope")
+
+
+def test_a_stationary_record_is_read_with_its_expectations_and_mechanisms(store):
+    # the layout of a sweep run trained until stationary with [measure.mechanisms]
+    cols = dict(lr=0.25, batch_size=32, momentum=0.0, temperature=0.25 / 32, seed=0)
+    terms = {
+        "vertical": 0.02,
+        "shift_curvature": 0.01,
+        "cross": -0.001,
+        "bias_curvature": 0.0005,
+        "covariance_curvature": 0.03,
+        "covariance_curvature_se": 0.002,
+        "sampling_term": 0.0,
+        "total": 0.0595,
+        "sum": 0.0595,
+        "measured": 0.061,
+        "measured_se": 0.003,
+        "remainder": 0.0015,
+        "eval_loss_mean": 0.79,
+    }
+    metrics = {
+        "status": "ok",
+        "weight_decay": 0.05,
+        "epochs": [_epoch(0, 2.3, 2.3, 2.4), _epoch(1, 1.0, 1.1, 1.5)],
+        "stationary": {"reached": True, "sde_time": 47.5, "epoch": 6.1, "max_sde_time": 60},
+        "expectations": {"train": 0.74, "test": 0.78, "corrupt:fog:3": 0.82},
+        "expectations_stderr": {"train": 0.004, "test": 0.005, "corrupt:fog:3": None},
+        "at_mean": {"train": 0.72, "test": 0.76, "corrupt:fog:3": 0.8},
+        "mechanisms": {
+            "status": "ok",
+            "converged": True,
+            "message": "converged",
+            "weight_decay": 0.05,
+            "evals": {
+                "test": {**terms, "converged": True, "message": "converged"},
+                "corrupt:fog:3": {**terms, "converged": False, "message": "max_iters"},
+            },
+        },
+    }
+    config = {"lr": 0.25, "seed": 0, "stop": {"max_sde_time": 60}, "weight_decay": 0.05}
+    _write(store, "s", config, cols, "ok", metrics)
+    (run,) = load_runs(store, sweep="s")
+    assert run.trained_to_stationarity and run.stationary_reached
+    assert run.weight_decay == 0.05 and run.stop == {"max_sde_time": 60}
+    assert run.expectations == {"train": 0.74, "test": 0.78, "corrupt:fog:3": 0.82}
+    assert math.isnan(run.expectations_stderr["corrupt:fog:3"])
+    m = run.mechanisms
+    assert m.status == "ok" and m.converged and m.weight_decay == 0.05
+    assert m.evals["test"]["shift_curvature"] == 0.01 and m.evals["test"]["sum"] == 0.0595
+    assert m.problem("test") is None
+    assert m.problem("corrupt:fog:3") == "the descent on corrupt:fog:3 did not converge (max_iters)"
+
+
+def test_records_without_a_stop_rule_or_with_a_skipped_decomposition(store):
+    cols = dict(lr=0.1, batch_size=16, momentum=0.0, temperature=0.1 / 16, seed=0)
+    plain = {"status": "ok", "epochs": [_epoch(0, 2.3, 2.3, 2.4)]}
+    _write(store, "s", {"lr": 0.1, "seed": 0}, cols, "ok", plain)
+    skipped = {
+        **plain,
+        "stationary": {"reached": False, "sde_time_run": 60.0, "max_sde_time": 60},
+        "mechanisms": {"status": "skipped", "reason": "the run did not become stationary"},
+    }
+    _write(store, "s", {"lr": 0.1, "seed": 1}, {**cols, "seed": 1}, "ok", skipped)
+    first, second = sorted(load_runs(store, sweep="s"), key=lambda r: r.seed)
+    assert not first.trained_to_stationarity and first.mechanisms is None
+    assert first.expectations == {} and first.weight_decay == 0.0
+    assert second.trained_to_stationarity and not second.stationary_reached
+    assert second.mechanisms.problem("test") == "not measured (the run did not become stationary)"

@@ -286,3 +286,32 @@ PIXEL_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5E"
     "rkJggg=="
 )
+
+
+@pytest.fixture(scope="session")
+def built_stationary_report(tmp_path_factory):
+    """A report of a simulated sweep trained until stationary, with the decomposition measured.
+
+    Of its 12 runs the 2 of one cell did not become stationary, and the test descents of the 2
+    runs of another cell did not converge.
+    """
+    from sgdtemp.analysis.synthetic import SyntheticSweep, write_synthetic_sweep
+    from sgdtemp.report import build_report
+    from sgdtemp.theory.temperature import lr_for_temperature
+
+    folder = tmp_path_factory.mktemp("stationary-report")
+    db = folder / "runs.db"
+    write_synthetic_sweep(
+        db,
+        SyntheticSweep(
+            temperatures=(1 / 2048, 1 / 1024, 1 / 512),
+            batch_sizes=(16, 32),
+            seeds=(0, 1),
+            epochs=4,
+            stationary=True,
+            mechanisms=True,
+            not_stationary=[(lr_for_temperature(1 / 512, 32), 32)],
+            not_converged=[(lr_for_temperature(1 / 1024, 16), 16, "test")],
+        ),
+    )
+    return build_report(db, folder / "out")

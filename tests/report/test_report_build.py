@@ -80,3 +80,48 @@ def test_bad_inputs_fail_before_writing(tmp_path):
     with pytest.raises(UserError, match="sweep"):
         build_report(tmp_path / "runs.db", tmp_path / "out2", sweep="nope")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_a_stationary_sweep_reports_its_regime_and_mechanisms(built_stationary_report):
+    html = built_stationary_report.html.read_text()
+    assert "Trained until stationary: 10 of 12 runs became stationary within budget" in html
+    assert "weight decay λ = 0.01" in html and "Rule: F = L + λ/2‖θ‖²" in html
+    assert "2 runs not stationary within budget" in html
+    assert 'id="fig-mechanisms"' in html and "id='tab-mechanisms'" in html
+    assert "the descent on test did not converge (max_iters)" in html
+    assert "<th>compared at</th>" in html
+    by_id = {c.id: c for c in built_stationary_report.claims}
+    assert [c for c in by_id if c.startswith("C")] == [f"C{i}" for i in range(1, 12)]
+    for cid in ("C3", "C4", "C5", "C6", "C9", "C10", "C11"):
+        assert by_id[cid].compared_at == "stationary", cid
+        assert f"<td>{cid}</td>" in html
+
+
+def test_analysis_json_has_the_stationary_interface(built_stationary_report):
+    data = json.loads(built_stationary_report.analysis_json.read_text())
+    assert (data["runs_total"], data["runs_stationary"]) == (12, 10)
+    keys = {
+        "eval_set",
+        "temperature",
+        "runs",
+        "vertical",
+        "shift_curvature",
+        "cross",
+        "bias_curvature",
+        "covariance_curvature",
+        "sum",
+        "measured",
+    }
+    rows = data["decomposition"]
+    assert rows and all(keys <= set(row) for row in rows)
+    test_rows = {row["temperature"]: row["runs"] for row in rows if row["eval_set"] == "test"}
+    assert sorted(test_rows.values()) == [2, 2, 4]  # 2 not stationary, 2 not converged
+    assert all("compared_at" in c for c in data["claims"])
+    assert {c["compared_at"] for c in data["claims"] if c["id"] in ("C3", "C10")} == {"stationary"}
+
+
+def test_analysis_json_of_a_fixed_epoch_sweep_has_the_keys_too(built_report):
+    data = json.loads(built_report.analysis_json.read_text())
+    assert data["runs_stationary"] == 0 and data["decomposition"] == []
+    assert data["runs_total"] == len(data["analysis"]["runs"])
+    assert all(c["compared_at"] is not None for c in data["claims"])

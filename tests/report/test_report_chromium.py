@@ -19,6 +19,15 @@ def test_the_report_renders_in_chromium_without_errors(chromium, built_report):
 
 
 @pytest.mark.slow
+def test_a_stationary_report_renders_in_chromium(chromium, built_stationary_report):
+    page = chromium(built_stationary_report.html)
+    assert page.errors == []
+    assert len(page.images) == built_stationary_report.figures >= 7  # with the mechanisms
+    assert any(img["alt"].startswith("The three curvature mechanisms") for img in page.images)
+    assert all(img["complete"] and img["width"] > 0 for img in page.images), page.images
+
+
+@pytest.mark.slow
 def test_the_browser_check_sees_broken_images_and_console_errors(chromium, tmp_path):
     page = tmp_path / "bad.html"
     page.write_text(

@@ -3,17 +3,22 @@
 Reads the results store (:mod:`sgdtemp.storage`) and returns frozen dataclasses; draws nothing
 and writes nothing. :func:`analyze` runs everything on one sweep; :func:`all_claims` turns an
 analysis (plus the two-minima and stationary-law checks) into the paper's claims with verdicts.
+A sweep trained until stationary is judged on its runs' stationary expectations and on the
+decomposition of its expected eval loss into the three curvature mechanisms.
 """
 
 from __future__ import annotations
 
 from sgdtemp.analysis._analyze import Analysis, analyze, analyze_runs
 from sgdtemp.analysis._records import (
+    MECHANISM_TERMS,
     SHIFT_SUFFIX,
     SHIFT_TERMS,
+    Mechanisms,
     RunView,
     eval_kind,
     load_runs,
+    mechanisms_view,
     merge_shift,
     pick_sweep,
     run_view,
@@ -22,6 +27,8 @@ from sgdtemp.analysis._records import (
 )
 from sgdtemp.analysis._stats import SeedAnova, Slope, blocked_slope, mean_ci, seed_anova
 from sgdtemp.analysis.claims import (
+    CLAIM_COMPARED_AT,
+    DECOMPOSITION_RTOL,
     DOES_NOT_HOLD,
     HOLDS,
     NOT_MEASURED,
@@ -31,6 +38,12 @@ from sgdtemp.analysis.claims import (
     checks_claims,
     sweep_claims,
 )
+from sgdtemp.analysis.decomposition import (
+    DECOMPOSITION_KEYS,
+    MECHANISMS,
+    DecompositionTrend,
+    decomposition_vs_temperature,
+)
 from sgdtemp.analysis.invariance import (
     ALPHA,
     COLLAPSE_FACTOR,
@@ -39,7 +52,9 @@ from sgdtemp.analysis.invariance import (
     LineScore,
     temperature_invariance,
 )
+from sgdtemp.analysis.regime import Regime, rule_text, sweep_regime
 from sgdtemp.analysis.trend import (
+    COMPARED_AT,
     CurvatureTrend,
     ShiftTrend,
     TemperaturePoint,
@@ -67,6 +82,13 @@ __all__ = [
     "eval_kind",
     "SHIFT_TERMS",
     "SHIFT_SUFFIX",
+    "Mechanisms",
+    "mechanisms_view",
+    "MECHANISM_TERMS",
+    # regime: until stationary or for epochs
+    "sweep_regime",
+    "Regime",
+    "rule_text",
     # temperature invariance
     "temperature_invariance",
     "InvarianceResult",
@@ -84,6 +106,12 @@ __all__ = [
     "CurvatureTrend",
     "ShiftTrend",
     "TemperaturePoint",
+    "COMPARED_AT",
+    # the three curvature mechanisms
+    "decomposition_vs_temperature",
+    "DecompositionTrend",
+    "MECHANISMS",
+    "DECOMPOSITION_KEYS",
     # claims
     "all_claims",
     "sweep_claims",
@@ -93,6 +121,8 @@ __all__ = [
     "HOLDS",
     "DOES_NOT_HOLD",
     "NOT_MEASURED",
+    "CLAIM_COMPARED_AT",
+    "DECOMPOSITION_RTOL",
     # statistics
     "seed_anova",
     "blocked_slope",

@@ -16,7 +16,9 @@ from sgdtemp.analysis._records import (
     pick_sweep,
     shift_records,
 )
+from sgdtemp.analysis.decomposition import DecompositionTrend, decomposition_vs_temperature
 from sgdtemp.analysis.invariance import InvarianceResult, temperature_invariance
+from sgdtemp.analysis.regime import Regime, sweep_regime
 from sgdtemp.analysis.trend import (
     CurvatureTrend,
     ShiftTrend,
@@ -41,12 +43,16 @@ class Analysis:
         runs: the training runs.
         counts: runs per status.
         invariance: collapse scores along iso-T, fixed-lr and fixed-B lines.
-        test_loss: loss vs T per evaluation set, at a fair comparison point.
+        test_loss: loss vs T per evaluation set, at a fair comparison point (the stationary
+            expectations in a sweep trained until stationary).
         dropped: the cells left out of the trends, with the reason.
         curvature: Hessian trace and λ_max vs T.
         shift: the shift decomposition vs T per evaluation set.
         environments: the distinct environments the runs ran in, with their run counts.
         other_sweeps: the other sweeps in the store.
+        regime: how the runs were trained (until stationary or for epochs), how many became
+            stationary, λ and the rule.
+        decomposition: the three curvature mechanisms vs T per eval set, from stationary runs.
     """
 
     sweep: str | None
@@ -59,12 +65,24 @@ class Analysis:
     shift: tuple[ShiftTrend, ...]
     environments: tuple[Mapping[str, Any], ...]
     other_sweeps: tuple[str, ...] = ()
+    regime: Regime | None = None
+    decomposition: tuple[DecompositionTrend, ...] = ()
+
+    @property
+    def decomposition_rows(self) -> list[dict[str, Any]]:
+        """Seed means of the decomposition per eval set and T (``analysis.json`` rows)."""
+        return [row for d in self.decomposition for row in d.rows()]
 
     def to_dict(self) -> dict[str, Any]:
         """The analysis as JSON values (runs summarized, not their curves)."""
+        regime = self.regime or sweep_regime(self.runs)
         return json_safe(
             {
                 "sweep": self.sweep,
+                "runs_total": regime.runs_total,
+                "runs_stationary": regime.runs_stationary,
+                "regime": regime.to_dict(),
+                "decomposition": self.decomposition_rows,
                 "counts": dict(self.counts),
                 "runs": [
                     {
@@ -76,14 +94,19 @@ class Analysis:
                         "seed": r.seed,
                         "lr_lambda_max": r.lr_lambda_max,
                         "final": {k: v[-1] if len(v) else None for k, v in r.loss.items()},
+                        "stationary": r.stationary_reached if r.trained_to_stationarity else None,
+                        "expectations": dict(r.expectations),
                     }
                     for r in self.runs
                 ],
                 "invariance": self.invariance,
-                "test_loss": self.test_loss,
+                "test_loss": [
+                    {**json_safe(t), "compared_at": t.compared_at} for t in self.test_loss
+                ],
                 "dropped": self.dropped,
                 "curvature": self.curvature,
                 "shift": self.shift,
+                "decomposition_trends": self.decomposition,
                 "environments": self.environments,
                 "other_sweeps": self.other_sweeps,
             }
@@ -122,6 +145,8 @@ def analyze_runs(
         shift=tuple(shift_vs_temperature(views)),
         environments=_environments(views),
         other_sweeps=other_sweeps,
+        regime=sweep_regime(views),
+        decomposition=tuple(decomposition_vs_temperature(views)),
     )
 
 

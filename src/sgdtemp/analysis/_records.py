@@ -7,6 +7,13 @@ A training run's metrics are the record of ``sgdtemp train --json`` (see
 ``curvature`` (Hutchinson trace, top Hessian eigenvalues) and ``lr_sharpness``, and per-run
 shift measurements add ``shift`` (see :func:`shift_terms`). :func:`load_runs` turns every stored
 run of a sweep into a :class:`RunView` with one ``(epochs + 1,)`` array per evaluation set.
+
+A run trained until stationary (the sweep spec's ``[stop]``; ``config["stop"]``) also records
+``stationary`` (``{"reached", "sde_time", "epoch", "max_sde_time", "sde_time_run", "rule",
+"window", ...}``, see :mod:`sgdtemp.train.stationary_run`), when reached the stationary
+expectations ``expectations`` / ``expectations_stderr`` / ``at_mean`` with flat set names
+(``"corrupt:fog:3"``), and with ``[measure.mechanisms]`` the decomposition ``mechanisms``
+(:meth:`sgdtemp.shift.MechanismsResult.summary` with ``status``), read by :func:`mechanisms_view`.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ __all__ = [
     "merge_shift",
     "shift_records",
     "SHIFT_SUFFIX",
+    "MECHANISM_TERMS",
+    "Mechanisms",
+    "mechanisms_view",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -52,6 +62,24 @@ _SHIFT_ALIASES: dict[str, tuple[str, ...]] = {
     "drop": ("drop", "measured_gap"),
     "shift_norm": ("shift_norm",),
 }
+
+#: The five named terms of the decomposition of a stationary run's expected eval objective
+#: (theory.md §1.7), in order; their sum is the record's ``total`` (``sum``).
+MECHANISM_TERMS = ("vertical", "shift_curvature", "cross", "bias_curvature", "covariance_curvature")
+
+# The numbers of one eval set's decomposition that the analysis reads (NaN when absent).
+_MECHANISM_NUMBERS = (
+    *MECHANISM_TERMS,
+    "covariance_curvature_se",
+    "sampling_term",
+    "sum",
+    "measured",
+    "measured_se",
+    "remainder",
+    "eval_loss_mean",
+    "eval_loss_mean_se",
+    "shift_norm",
+)
 
 #: Shift measurements stored apart from a sweep ``NAME`` go to the sweep ``NAME + SHIFT_SUFFIX``,
 #: one record per training run with metrics ``{"of": RUN_KEY, "shift": {EVAL_SET: {...}}}``.
@@ -103,6 +131,86 @@ def shift_terms(entry: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class Mechanisms:
+    """A stationary run's decomposition of the expected eval objective, as the analysis reads it.
+
+    Attributes:
+        status: ``"ok"``, or ``"skipped"`` (with ``reason``) when it was not measured.
+        reason: why it was skipped.
+        converged: whether the descent to the train minimum θ* met its tolerance.
+        message: why that descent stopped.
+        weight_decay: λ of the objectives.
+        evals: per eval set, the five terms of :data:`MECHANISM_TERMS`, their ``sum``,
+            ``measured`` (the mean eval objective over the iterates minus F(θ*)) with
+            ``measured_se``, ``sampling_term``, ``remainder``, ``covariance_curvature_se``,
+            ``eval_loss_mean(_se)`` and ``shift_norm`` (NaN where absent).
+        evals_converged: per eval set, whether the descent to θ̃* met its tolerance.
+        evals_message: per eval set, why that descent stopped.
+    """
+
+    status: str
+    reason: str | None = None
+    converged: bool = False
+    message: str = ""
+    weight_decay: float = math.nan
+    evals: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    evals_converged: Mapping[str, bool] = field(default_factory=dict)
+    evals_message: Mapping[str, str] = field(default_factory=dict)
+
+    def problem(self, eval_set: str) -> str | None:
+        """Why the terms of ``eval_set`` cannot be used (None: they can).
+
+        Example:
+            >>> m = mechanisms_view({"status": "ok", "converged": True, "evals": {"test": {
+            ...     "converged": False, "message": "max_iters", "vertical": 0.1}}})
+            >>> m.problem("test"), m.problem("heldout")
+            ('the descent on test did not converge (max_iters)', 'heldout was not measured')
+        """
+        if self.status != "ok":
+            return f"not measured ({self.reason or self.status})"
+        if not self.converged:
+            return f"the descent to the train minimum did not converge ({self.message or '?'})"
+        if eval_set not in self.evals:
+            return f"{eval_set} was not measured"
+        if not self.evals_converged.get(eval_set, False):
+            why = self.evals_message.get(eval_set) or "?"
+            return f"the descent on {eval_set} did not converge ({why})"
+        terms = self.evals[eval_set]
+        bad = [t for t in (*MECHANISM_TERMS, "sum", "measured") if not math.isfinite(terms[t])]
+        if bad:
+            return f"non-finite {', '.join(bad)} on {eval_set}"
+        return None
+
+
+def mechanisms_view(entry: Any) -> Mechanisms | None:
+    """The :class:`Mechanisms` of a record's ``mechanisms`` entry (None when there is none)."""
+    if not isinstance(entry, Mapping):
+        return None
+    evals: dict[str, dict[str, float]] = {}
+    conv: dict[str, bool] = {}
+    msg: dict[str, str] = {}
+    for name, e in (entry.get("evals") or {}).items():
+        if not isinstance(e, Mapping):
+            continue
+        terms = {k: _float(e.get(k)) for k in _MECHANISM_NUMBERS}
+        if not math.isfinite(terms["sum"]):
+            terms["sum"] = _float(e.get("total"))
+        evals[str(name)] = terms
+        conv[str(name)] = e.get("converged") is True
+        msg[str(name)] = str(e.get("message") or "")
+    return Mechanisms(
+        status=str(entry.get("status", "ok")),
+        reason=entry.get("reason"),
+        converged=entry.get("converged") is True,
+        message=str(entry.get("message") or ""),
+        weight_decay=_float(entry.get("weight_decay")),
+        evals=evals,
+        evals_converged=conv,
+        evals_message=msg,
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class RunView:
     """One stored run, ready for analysis.
@@ -128,6 +236,14 @@ class RunView:
         train_status: the trainer's own status for runs recorded ``unstable``.
         reason: why a run diverged or failed.
         environment: where it ran (packages, device, git commit).
+        weight_decay: λ the run trained with.
+        stop: the run's stationary options (``config["stop"]``; None: a fixed number of
+            epochs).
+        stationary: the record's ``stationary`` entry (None: not trained until stationary).
+        expectations: the stationary expectations E_p[L̃] per set (``train`` and the eval
+            sets, flat names), empty when not stationary.
+        expectations_stderr: their standard errors.
+        mechanisms: the decomposition of the expected eval objective, when measured.
     """
 
     key: str
@@ -148,6 +264,22 @@ class RunView:
     train_status: str | None = None
     reason: str | None = None
     environment: Mapping[str, Any] | None = None
+    weight_decay: float = 0.0
+    stop: Mapping[str, Any] | None = None
+    stationary: Mapping[str, Any] | None = None
+    expectations: Mapping[str, float] = field(default_factory=dict)
+    expectations_stderr: Mapping[str, float] = field(default_factory=dict)
+    mechanisms: Mechanisms | None = None
+
+    @property
+    def trained_to_stationarity(self) -> bool:
+        """Whether the run was trained until stationary (a ``[stop]`` rule), reached or not."""
+        return self.stationary is not None or self.stop is not None
+
+    @property
+    def stationary_reached(self) -> bool:
+        """Whether the run became stationary within its budget (and has its expectations)."""
+        return bool(self.stationary and self.stationary.get("reached") is True)
 
     @property
     def eval_sets(self) -> tuple[str, ...]:
@@ -236,6 +368,10 @@ def run_view(record: RunRecord) -> RunView | None:
     elif isinstance(metrics.get("lr_sharpness"), int | float):
         lr_lambda = float(metrics["lr_sharpness"])
     shift = _shift_entries(metrics.get("shift"))
+    config: Mapping[str, Any] = record.config or {}
+    stop = config.get("stop")
+    stationary = metrics.get("stationary")
+    wd = _float(metrics.get("weight_decay", config.get("weight_decay", 0.0)))
     return RunView(
         key=record.key,
         sweep=record.sweep,
@@ -255,7 +391,20 @@ def run_view(record: RunRecord) -> RunView | None:
         train_status=metrics.get("train_status"),
         reason=metrics.get("reason") or record.error,
         environment=record.environment,
+        weight_decay=wd if math.isfinite(wd) else 0.0,
+        stop=stop if isinstance(stop, Mapping) else None,
+        stationary=stationary if isinstance(stationary, Mapping) else None,
+        expectations=_flat_numbers(metrics.get("expectations")),
+        expectations_stderr=_flat_numbers(metrics.get("expectations_stderr")),
+        mechanisms=mechanisms_view(metrics.get("mechanisms")),
     )
+
+
+def _flat_numbers(value: Any) -> dict[str, float]:
+    """``{name: float}`` of a flat mapping of numbers (NaN for non-numbers)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): _float(v) for k, v in value.items() if not isinstance(v, Mapping)}
 
 
 def pick_sweep(store: Store, sweep: str | None = None) -> str | None:

@@ -1,8 +1,16 @@
 r"""Test loss, curvature and the shift decomposition as functions of the temperature $T$.
 
-**Where test losses are compared.** A fixed epoch count is not a fair point: at fixed epochs the
-SDE time $t = eNT$ grows with $T$, so low-$T$ runs are still training and look worse for that
-reason alone. Runs are compared
+**Where test losses are compared.** The theory speaks about the stationary law of SGD, so a sweep
+trained until stationary (a ``[stop]`` rule; :mod:`sgdtemp.analysis.regime`) is compared
+
+- *at stationarity*: each run's stationary expectation $\mathbb E_p[\tilde L]$ (the mean loss
+  over the iterates sampled from its stationary window); only runs that became stationary within
+  their budget count, the others are counted and left out. The final-epoch and matched-train-loss
+  values of the same runs are kept as labelled references and used by no verdict.
+
+A sweep trained for a fixed number of epochs has no stationary expectations. A fixed epoch count
+is not a fair point: at fixed epochs the SDE time $t = eNT$ grows with $T$, so low-$T$ runs are
+still training and look worse for that reason alone. Such runs are compared
 
 - *near stationarity*: when every included run's train loss has reached a plateau (it moved by
   less than :data:`PLATEAU_RTOL` of its value over the last :data:`PLATEAU_WINDOW` of the epochs),
@@ -44,12 +52,22 @@ __all__ = [
     "has_plateau",
     "PLATEAU_RTOL",
     "PLATEAU_WINDOW",
+    "COMPARED_AT",
 ]
 
 #: A train loss is on a plateau when it moved by less than this fraction of its final value ...
 PLATEAU_RTOL = 0.05
 #: ... over this fraction of the epochs (at least 2 epochs).
 PLATEAU_WINDOW = 0.25
+#: Where a claim's losses are compared: the runs' stationary expectations, the point of matched
+#: train loss, or the final epoch (of runs on a train-loss plateau, or for reference).
+COMPARED_AT = ("stationary", "matched train loss", "final epoch")
+# TestLossTrend.mode -> where its verdict compares.
+_MODE_COMPARED_AT = {
+    "stationary": "stationary",
+    "plateau": "final epoch",
+    "matched train loss": "matched train loss",
+}
 
 
 def _key(t: float) -> float:
@@ -182,8 +200,8 @@ class TestLossTrend:
     Attributes:
         eval_set: ``heldout``, ``test``, ``corrupt:NAME:SEVERITY`` (or ``train``).
         kind: ``sampling``, ``test``, ``domain`` (or ``train``).
-        mode: ``"plateau"`` or ``"matched train loss"`` (module docstring).
-        target_train_loss: $L^\star$ for the matched mode (NaN for plateau).
+        mode: ``"stationary"``, ``"plateau"`` or ``"matched train loss"`` (module docstring).
+        target_train_loss: $L^\star$ for the matched mode (NaN otherwise).
         points: per T, the compared loss.
         slope: slope of the compared loss per doubling of T (seed blocks).
         final_points: per T, the final-epoch loss (reference only).
@@ -192,6 +210,12 @@ class TestLossTrend:
             the trend due to the domain shift alone (None otherwise).
         n_plateau: runs on a train-loss plateau.
         n_runs: runs compared.
+        matched_points: in the stationary mode, per T, the loss of the same runs at matched
+            train loss (reference only; empty otherwise).
+        matched_slope: its slope (reference only; None otherwise).
+        matched_target: its train loss $L^\star$ (NaN otherwise).
+        n_not_stationary: runs of the SDE-regime cells left out because they did not become
+            stationary within budget (stationary mode).
     """
 
     __test__ = False  # not a pytest class
@@ -207,6 +231,15 @@ class TestLossTrend:
     excess_slope: Slope | None
     n_plateau: int
     n_runs: int
+    matched_points: tuple[TemperaturePoint, ...] = ()
+    matched_slope: Slope | None = None
+    matched_target: float = math.nan
+    n_not_stationary: int = 0
+
+    @property
+    def compared_at(self) -> str:
+        """Where the verdicts compare (one of :data:`COMPARED_AT`)."""
+        return _MODE_COMPARED_AT[self.mode]
 
     @property
     def best_temperature(self) -> float:
@@ -223,56 +256,88 @@ def test_loss_vs_temperature(
 
     Args:
         runs: the runs of one sweep.
-        eval_sets: the sets (default: every non-train set with curves).
+        eval_sets: the sets (default: every non-train set with curves or expectations).
 
     Returns:
-        The trends, and the cells left out (see :func:`stable_runs`).
+        The trends (none in a sweep trained until stationary where no run of the SDE regime
+        became stationary), and the cells left out (see :func:`stable_runs`).
     """
-    included, dropped = stable_runs(runs)
+    views = list(runs)
+    included, dropped = stable_runs(views)
     included = [r for r in included if "train" in r.loss and np.all(np.isfinite(r.loss["train"]))]
+    stationary = any(r.trained_to_stationarity for r in views)
+    n_not = 0
+    if stationary:
+        reached = [r for r in included if r.stationary_reached and r.expectations]
+        n_not = len(included) - len(reached)
+        included = reached
     if not included:
         return [], dropped
     if eval_sets is None:
         names: list[str] = []
         for r in included:
-            names.extend(n for n in r.loss if n != "train" and n not in names)
+            names.extend(n for n in (*r.loss, *r.expectations) if n != "train" and n not in names)
         eval_sets = names
     n_plateau = sum(has_plateau(r) for r in included)
     plateau = n_plateau == len(included)
     target = max(float(np.min(r.loss["train"])) for r in included)
+    mode = "stationary" if stationary else "plateau" if plateau else "matched train loss"
+
+    def final(name: str) -> list[float]:
+        return [float(r.loss[name][-1]) if name in r.loss else math.nan for r in included]
+
+    def matched(name: str) -> tuple[list[float], list[float]]:
+        pairs = [_at_train_loss(r, target, name) for r in included]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def compared(name: str) -> tuple[list[float], list[float]]:
+        if mode == "stationary":
+            values = [r.expectations.get(name, math.nan) for r in included]
+            epochs = [_float_or_nan((r.stationary or {}).get("epoch")) for r in included]
+            return values, epochs
+        if mode == "plateau":
+            return final(name), [float(r.epochs[-1]) for r in included]
+        return matched(name)
+
     trends = []
     for name in eval_sets:
-        finals = [float(r.loss[name][-1]) if name in r.loss else math.nan for r in included]
-        if plateau:
-            values, epochs = finals, [float(r.epochs[-1]) for r in included]
-        else:
-            pairs = [_at_train_loss(r, target, name) for r in included]
-            values, epochs = [p[0] for p in pairs], [p[1] for p in pairs]
+        values, epochs = compared(name)
         excess = None
         if name.startswith("corrupt:"):
-            if plateau:
-                ref = [
-                    float(r.loss["test"][-1]) if "test" in r.loss else math.nan for r in included
-                ]
-            else:
-                ref = [_at_train_loss(r, target, "test")[0] for r in included]
+            ref = compared("test")[0]
             excess = _slope(included, [v - w for v, w in zip(values, ref)])
+        finals = final(name)
+        m_points: tuple[TemperaturePoint, ...] = ()
+        m_slope = None
+        if mode == "stationary":
+            m_values, m_epochs = matched(name)
+            m_points, m_slope = _points(included, m_values, m_epochs), _slope(included, m_values)
         trends.append(
             TestLossTrend(
                 eval_set=name,
                 kind=eval_kind(name),
-                mode="plateau" if plateau else "matched train loss",
-                target_train_loss=math.nan if plateau else target,
+                mode=mode,
+                target_train_loss=target if mode == "matched train loss" else math.nan,
                 points=_points(included, values, epochs),
                 slope=_slope(included, values),
                 final_points=_points(included, finals),
                 final_slope=_slope(included, finals),
                 excess_slope=excess,
                 n_plateau=n_plateau,
-                n_runs=len(included),
+                n_runs=sum(math.isfinite(v) for v in values),
+                matched_points=m_points,
+                matched_slope=m_slope,
+                matched_target=target if mode == "stationary" else math.nan,
+                n_not_stationary=n_not,
             )
         )
     return trends, dropped
+
+
+def _float_or_nan(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,12 @@ def register(subparsers: Any) -> None:
         help="write a self-contained HTML report of a results store, with the claim table",
         description="Analyze a sweep of a results store and write DIR/report.html (figures "
         "embedded, no external resources) and DIR/analysis.json: temperature invariance along "
-        "iso-T lines vs fixed-lr controls, test loss vs T per evaluation set (at a train-loss "
-        "plateau or matched train loss, never at a fixed epoch), curvature and the shift "
-        "decomposition vs T, the two-minima study, the stationary-law checks, the claims of "
-        "the paper with their measured verdicts, and the environment.",
+        "iso-T lines vs fixed-lr controls, test loss vs T per evaluation set (in a sweep "
+        "trained until stationary: the runs' stationary expectations, non-stationary runs "
+        "counted and left out; else at a train-loss plateau or matched train loss, never at a "
+        "fixed epoch), curvature, the shift decomposition and the three curvature mechanisms "
+        "vs T, the two-minima study, the stationary-law checks, the claims of the paper with "
+        "their measured verdicts and where each was compared, and the environment.",
     )
     parser.add_argument(
         "--db", type=nonempty_path, required=True, metavar="FILE", help="results store"
@@ -58,10 +60,11 @@ def register(subparsers: Any) -> None:
 
 
 def print_claims(claims: Any) -> None:
-    """The claim table as fixed-width text."""
+    """The claim table as fixed-width text: id, verdict, where it was compared, the claim."""
     width = max((len(c.verdict) for c in claims), default=10)
+    at = max((len(c.compared_at or "–") for c in claims), default=1)
     for c in claims:
-        print(f"{c.id:<5}{c.verdict:<{width + 2}}{c.claim}")
+        print(f"{c.id:<5}{c.verdict:<{width + 2}}{c.compared_at or '–':<{at + 2}}{c.claim}")
 
 
 def run(args: argparse.Namespace) -> int:

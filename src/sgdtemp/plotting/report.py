@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from sgdtemp.analysis import SHIFT_TERMS, Analysis, RunView  # noqa: E402
+from sgdtemp.analysis import MECHANISM_TERMS, SHIFT_TERMS, Analysis, RunView  # noqa: E402
 from sgdtemp.analysis.invariance import COLLAPSE_FACTOR, cell_key  # noqa: E402
 
 __all__ = [
@@ -29,12 +29,20 @@ __all__ = [
     "plot_test_loss_vs_temperature",
     "plot_curvature_vs_temperature",
     "plot_shift_decomposition",
+    "plot_mechanisms",
     "plot_stationary_checks",
     "SWEEP_FIGURES",
 ]
 
 _TERM_COLORS = {"vertical": "C0", "shift_curvature": "C3", "remainder": "C7"}
 _KIND_COLORS = {"iso-T": "C0", "fixed-lr": "C3", "fixed-B": "C2"}
+_MECHANISM_COLORS = {
+    "vertical": "C0",
+    "shift_curvature": "C3",
+    "cross": "C1",
+    "bias_curvature": "C2",
+    "covariance_curvature": "C4",
+}
 
 
 def _key(t: float) -> float:
@@ -348,6 +356,8 @@ def plot_test_loss_vs_temperature(analysis: Analysis) -> Figure | None:
         mode = ts[0].mode
         if mode == "matched train loss":
             mode += f" = {ts[0].target_train_loss:.3g}"
+        elif mode == "stationary":
+            mode = f"stationarity: E_p[L̃], {ts[0].n_runs} runs"
         ax.set_title(f"{title}\nat {mode}", fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -416,6 +426,57 @@ def plot_shift_decomposition(analysis: Analysis) -> Figure | None:
     return fig
 
 
+def plot_mechanisms(analysis: Analysis) -> Figure | None:
+    """Stacked decomposition terms vs T per eval set, beside the measured expectation (95 %)."""
+    trends = [d for d in analysis.decomposition if d.n_runs > 0]
+    if not trends:
+        return None
+    ncols = min(4, len(trends))
+    nrows = math.ceil(len(trends) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows + 0.7), squeeze=False)
+    for ax in axes.flat[len(trends) :]:
+        ax.set_visible(False)
+    for ax, d in zip(axes.flat, trends):
+        temps = list(d.temperatures)
+        x = np.arange(len(temps), dtype=float)
+        pos, neg = np.zeros(len(temps)), np.zeros(len(temps))
+        for term in MECHANISM_TERMS:
+            vals = np.array([getattr(d.at(term, t), "mean", np.nan) for t in temps])
+            vals = np.nan_to_num(vals)
+            base = np.where(vals >= 0, pos, neg)
+            label = term.replace("_", "-")
+            ax.bar(x - 0.18, vals, 0.34, bottom=base, color=_MECHANISM_COLORS[term], label=label)
+            pos += np.where(vals >= 0, vals, 0)
+            neg += np.where(vals < 0, vals, 0)
+        total = [getattr(d.at("sum", t), "mean", np.nan) for t in temps]
+        ax.plot(x - 0.18, total, "o", mfc="white", mec="k", ms=5, label="sum of the five terms")
+        measured = [getattr(d.at("measured", t), "mean", np.nan) for t in temps]
+        err = np.nan_to_num(np.asarray(d.measured_error, dtype=float))
+        ax.errorbar(
+            x + 0.18,
+            measured,
+            yerr=err,
+            fmt="kD",
+            ms=5,
+            capsize=3,
+            label="measured mean F̃(θ_j) − F(θ*) (95%)",
+        )
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, [_fraction(t) for t in temps], fontsize=7)
+        ax.set_xlabel("temperature T")
+        ax.set_title(
+            f"{d.eval_set} ({d.kind}), {d.n_runs} runs\nmedian |sum − measured|/|measured| "
+            f"{d.median_relative_error:.1%}",
+            fontsize=9,
+        )
+    for row in axes:
+        row[0].set_ylabel("expected objective gap")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.7 / (3.3 * nrows + 0.7), 1, 1))
+    return fig
+
+
 def plot_stationary_checks(summary: Mapping[str, Any]) -> Figure | None:
     """Wide-basin probability vs T: Fokker–Planck grid law, Gibbs law and Laplace weights."""
     curves = summary.get("p_wide")
@@ -455,4 +516,5 @@ SWEEP_FIGURES = {
     "fig-test-vs-t": ("Loss vs T per evaluation set", plot_test_loss_vs_temperature),
     "fig-curvature": ("Curvature vs T", plot_curvature_vs_temperature),
     "fig-shift": ("Shift decomposition vs T", plot_shift_decomposition),
+    "fig-mechanisms": ("The three curvature mechanisms vs T (stationary runs)", plot_mechanisms),
 }

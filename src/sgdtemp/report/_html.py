@@ -7,10 +7,9 @@ so it opens offline and can be mailed as one file.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,11 @@ from sgdtemp.analysis import (
     Analysis,
     Claim,
 )
+from sgdtemp.report._markup import esc as _e
+from sgdtemp.report._markup import num as _num
+from sgdtemp.report._markup import table as _table
+from sgdtemp.report._markup import verdict_badge as _verdict
+from sgdtemp.report._stationary import mechanisms_html, regime_html
 
 __all__ = ["Figure", "render_html", "figure_to_data_uri", "png_to_data_uri"]
 
@@ -46,8 +50,6 @@ figcaption { font-size: 0.88em; color: #444; margin-top: 0.3em; }
 .small { font-size: 0.82em; color: #555; } details { margin: 0.6em 0; }
 code { background: #f4f4f4; padding: 0 3px; border-radius: 3px; }
 """
-
-_VERDICT_CLASS = {HOLDS: "v-holds", DOES_NOT_HOLD: "v-no", NOT_MEASURED: "v-na"}
 
 
 @dataclass(frozen=True)
@@ -87,33 +89,6 @@ def figure_to_data_uri(fig: Any, *, dpi: int = 96) -> str:
     return png_to_data_uri(buffer.getvalue())
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _num(x: Any, fmt: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, int | float):
-        return format(x, fmt)
-    return _e(x)
-
-
-def _verdict(v: str) -> str:
-    return f'<span class="verdict {_VERDICT_CLASS.get(v, "v-na")}">{_e(v)}</span>'
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool = True) -> str:
-    out = ["<table><thead><tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    for row in rows:
-        out.append("<tr>")
-        for cell in row:
-            out.append(f"<td>{cell if raw else _e(cell)}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
 def _figure(fig: Figure) -> str:
     return (
         f'<figure id="{_e(fig.anchor)}"><h3>{_e(fig.title)}</h3>'
@@ -139,6 +114,7 @@ def _claims_section(claims: Sequence[Claim], anchors: set[str]) -> str:
                 _verdict(c.verdict),
                 f"<div class='small'>{_e(c.rule)}</div>",
                 f"<div class='small'>{_e(c.measured)}</div>",
+                _e(c.compared_at or "–"),
                 fig,
             ]
         )
@@ -147,8 +123,10 @@ def _claims_section(claims: Sequence[Claim], anchors: set[str]) -> str:
         '<section id="claims"><h2>Claims of the paper</h2>'
         f"<p>{summary}. Each verdict follows from the measurements by the rule beside it; "
         "“does not hold at this scale” means the data shown here do not support the claim, "
-        "not that the claim is false at the paper's scale.</p>"
-        + _table(["id", "claim", "verdict", "rule", "measured", "figure"], rows)
+        "not that the claim is false at the paper's scale. “Compared at” says where the "
+        "numbers were taken: the runs' stationary expectations, matched train loss, the final "
+        "epoch, or whole loss-vs-epoch curves.</p>"
+        + _table(["id", "claim", "verdict", "rule", "measured", "compared at", "figure"], rows)
         + "</section>"
     )
 
@@ -175,6 +153,11 @@ def _cells_table(analysis: Analysis) -> str:
             vals = [v for v in vals if math.isfinite(v)]
             finals[name] = sum(vals) / len(vals) if vals else math.nan
         role, reason = roles.get((lr, b), ("scored", None))
+        stationary = "–"
+        if any(r.trained_to_stationarity for r in members):
+            stationary = f"{sum(r.stationary_reached for r in members)} of {len(members)}"
+        expected = [r.expectations.get("test", math.nan) for r in members]
+        expected = [v for v in expected if math.isfinite(v)]
         rows.append(
             [
                 _num(members[0].temperature, ".4g"),
@@ -184,6 +167,8 @@ def _cells_table(analysis: Analysis) -> str:
                 _e(", ".join(sorted({r.status for r in members}))),
                 _num(finals["train"], ".4f"),
                 _num(finals["test"], ".4f"),
+                stationary,
+                _num(sum(expected) / len(expected) if expected else None, ".4f"),
                 _num(sorted(lams)[len(lams) // 2] if lams else None, ".2f"),
                 _e(role + (f": {reason}" if reason else "")),
             ]
@@ -199,6 +184,8 @@ def _cells_table(analysis: Analysis) -> str:
                 "status",
                 "final train loss",
                 "final test loss",
+                "stationary runs",
+                "E_p[test loss] (stationary runs)",
                 "lr·λ_max",
                 "role in the invariance scores",
             ],
@@ -267,6 +254,24 @@ def _invariance_table(analysis: Analysis) -> str:
     )
 
 
+def _compared_label(t: Any) -> str:
+    if t.mode == "plateau":
+        return "final epoch (every run on a train-loss plateau)"
+    if t.mode == "matched train loss":
+        return f"matched train loss {t.target_train_loss:.4g}"
+    return f"stationary: E_p[L̃] of {t.n_runs} runs ({t.n_not_stationary} not stationary, left out)"
+
+
+def _matched_slope(t: Any) -> str:
+    m = t.matched_slope
+    if m is None:
+        return "–"
+    return (
+        f"{_num(m.slope, '.4g')} [{_num(m.ci[0], '.4g')}, {_num(m.ci[1], '.4g')}] "
+        f"at train loss {_num(t.matched_target, '.4g')}"
+    )
+
+
 def _trend_table(analysis: Analysis) -> str:
     rows = []
     for t in analysis.test_loss:
@@ -285,11 +290,12 @@ def _trend_table(analysis: Analysis) -> str:
     slopes = [
         [
             _e(t.eval_set),
-            _e(t.mode + ("" if t.mode == "plateau" else f" {t.target_train_loss:.4g}")),
+            _e(_compared_label(t)),
             f"{_num(t.slope.slope, '.4g')} [{_num(t.slope.ci[0], '.4g')}, "
             f"{_num(t.slope.ci[1], '.4g')}]",
             f"{_num(t.final_slope.slope, '.4g')} [{_num(t.final_slope.ci[0], '.4g')}, "
             f"{_num(t.final_slope.ci[1], '.4g')}]",
+            _matched_slope(t),
             "–"
             if t.excess_slope is None
             else f"{_num(t.excess_slope.slope, '.4g')} "
@@ -310,6 +316,7 @@ def _trend_table(analysis: Analysis) -> str:
                 "compared at",
                 "slope per doubling of T [95% CI]",
                 "final-epoch slope (reference only)",
+                "matched-train-loss slope (reference only)",
                 "domain-only slope (corrupt − test)",
                 "runs on a plateau",
             ],
@@ -323,7 +330,7 @@ def _trend_table(analysis: Analysis) -> str:
                 "kind",
                 "T",
                 "loss [95% CI over seeds]",
-                "epoch compared",
+                "epoch compared (stationary: of detection)",
                 "runs",
                 "seeds",
             ],
@@ -459,11 +466,12 @@ def render_html(
         parts.append(
             f"<p>Sweep <b>{_e(analysis.sweep)}</b>: {len(analysis.runs)} runs.{others}</p>"
         )
+        parts.append(regime_html(analysis))
         parts.append(_counts_table(analysis))
         parts.append(_cells_table(analysis))
         by_anchor = {f.anchor: f for f in sweep_figures}
         for f in sweep_figures:
-            if f.anchor in ("fig-test-vs-t",):
+            if f.anchor in ("fig-test-vs-t", "fig-mechanisms"):
                 continue
             parts.append(_figure(f))
             if f.anchor == "fig-invariance":
@@ -473,6 +481,9 @@ def render_html(
         if "fig-test-vs-t" in by_anchor:
             parts.append(_figure(by_anchor["fig-test-vs-t"]))
         parts.append("<h3>Loss vs T: slopes</h3>" + _trend_table(analysis))
+        if "fig-mechanisms" in by_anchor:
+            parts.append(_figure(by_anchor["fig-mechanisms"]))
+        parts.append(mechanisms_html(analysis))
     parts.append("</section>")
 
     parts.append("<section id='two-minima'><h2>Synthetic two-minima study</h2>")
