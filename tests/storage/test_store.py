@@ -348,6 +348,7 @@ def test_a_version_1_store_is_read_and_upgraded_with_checksums(tmp_path):
     before = digest_of(path)
     with Store(path, readonly=True) as reader:
         assert reader.run(run.key).metrics == {"loss": 0.5}
+        assert [r.metrics for r in reader.runs(sweep="s")] == [{"loss": 0.5}]  # joined query
     assert digest_of(path) == before
     with Store(path) as writer:  # upgraded: the finished run is sealed
         assert writer._conn.execute("PRAGMA user_version").fetchone()[0] == 2

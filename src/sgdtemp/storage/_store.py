@@ -84,6 +84,12 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _qualified(column: str) -> str:
+    """``column`` of the runs table ``r`` (an expression such as ``NULL AS digest`` as it is)."""
+    column = column.strip()
+    return column if " " in column else f"r.{column}"
+
+
 class Store:
     """A results store: one SQLite file plus an artifacts folder beside it.
 
@@ -523,7 +529,7 @@ class Store:
         where, params = [], []
         if sweep is not None:
             query = (
-                f"SELECT {', '.join('r.' + c.strip() for c in self._columns.split(','))} "
+                f"SELECT {', '.join(_qualified(c) for c in self._columns.split(','))} "
                 "FROM runs r JOIN sweep_runs s ON s.key = r.key AND s.sweep = ?"
             )
             params.append(sweep)
