@@ -22,14 +22,16 @@ if TYPE_CHECKING:
     from sgdtemp.theory.escape import (
         DiscreteCovariances,
         EscapeRate,
-        FirstPassage,
         MinimumEnergyPath,
         discrete_time_covariances,
-        exponential_rate,
         eyring_kramers_rate,
         find_saddle,
-        first_passage_times,
         minimum_energy_path,
+    )
+    from sgdtemp.theory.first_passage import (
+        FirstPassage,
+        exponential_rate,
+        first_passage_times,
         two_state_rates,
     )
     from sgdtemp.theory.fokker_planck_2d import (
@@ -136,17 +138,17 @@ _LAZY: dict[str, str] = {
         (
             "DiscreteCovariances",
             "EscapeRate",
-            "FirstPassage",
             "MinimumEnergyPath",
             "discrete_time_covariances",
-            "exponential_rate",
             "eyring_kramers_rate",
             "find_saddle",
-            "first_passage_times",
             "minimum_energy_path",
-            "two_state_rates",
         ),
         "escape",
+    ),
+    **dict.fromkeys(
+        ("FirstPassage", "exponential_rate", "first_passage_times", "two_state_rates"),
+        "first_passage",
     ),
     **dict.fromkeys(
         (
