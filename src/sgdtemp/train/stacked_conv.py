@@ -1,0 +1,213 @@
+r"""K convolutional nets as one wide net: the models side by side along the channel axis.
+
+K copies of a convolutional net (the reference CNN, the residual net) become one net whose
+feature maps are ``(B, K*C, H, W)``: model k's channels are the block ``[k*C, (k+1)*C)``. Every
+layer then runs once for all K models:
+
+- a convolution is a *grouped* convolution (``groups = K * groups``, weights ``(K*O, C, kh, kw)``,
+  the stacked parameter ``(K, O, C, kh, kw)`` viewed without a copy);
+- a group norm is one group norm with ``K * G`` groups over ``K * C`` channels (each group is one
+  model's group of one example, exactly as K separate group norms);
+- ReLU, pooling, the residual sum and the global mean act per channel, so they need no change;
+- a linear layer on flat features ``(B, K*F)`` is a batched product ``baddbmm``.
+
+The nets' own ``forward`` methods run unchanged on the wide maps (:data:`PER_CHANNEL` lists the
+containers whose ``forward`` only applies per-channel operations between its layers); only the
+layers that own parameters are replaced. Gradients come from autograd, started from the
+hand-computed gradient of the cross-entropy with respect to the logits.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdtemp.train.models import PER_CHANNEL
+from sgdtemp.train.stacked import AbstractStacked, cross_entropy_head, stacked_parameters
+
+__all__ = ["StackedConvNet", "convnet_stackable"]
+
+# Layers without parameters that act on each channel (or each flat feature) on its own.
+_PASSIVE: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.Tanh,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+)
+
+
+class _Leaf(nn.Module):
+    """A layer of K stacked models; its stacked tensors are bound before each pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = 1
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+
+class _Conv(_Leaf):
+    """K ``Conv2d`` as one grouped convolution; weight ``(K, O, C/g, kh, kw)``, bias ``(K, O)``."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.c_in, self.groups = conv.in_channels, conv.groups
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, K*C, H, W)``, or shared ``(n, C, H, W)``, to ``(n, K*O, H', W')``."""
+        assert self.weight is not None
+        weight = self.weight.flatten(0, 1)  # (K*O, C/g, kh, kw)
+        bias = None if self.bias is None else self.bias.flatten()
+        groups = self.k * self.groups
+        if x.shape[1] == self.c_in and self.k > 1:  # one input for all K models
+            if self.groups == 1:  # one convolution with K*O outputs
+                groups = 1
+            else:
+                x = x.repeat(1, self.k, 1, 1)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+
+class _GroupNorm(_Leaf):
+    """K ``GroupNorm(G, C)`` as one ``GroupNorm(K*G, K*C)``; weight and bias ``(K, C)``."""
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        super().__init__()
+        self.groups, self.channels, self.eps = norm.num_groups, norm.num_channels, norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, K*C, ...)``, or shared ``(n, C, ...)``, to ``(n, K*C, ...)``."""
+        if x.shape[1] == self.channels and self.k > 1:
+            x = x.repeat(1, self.k, *([1] * (x.ndim - 2)))
+        weight = None if self.weight is None else self.weight.flatten()
+        bias = None if self.bias is None else self.bias.flatten()
+        return F.group_norm(x, self.k * self.groups, weight, bias, self.eps)
+
+
+class _Linear(_Leaf):
+    """K ``Linear`` on flat features ``(n, K*F)``; weight ``(K, O, F)``, bias ``(K, O)``."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, K*F)``, or shared ``(n, F)``, to ``(n, K*O)``."""
+        assert self.weight is not None and x.ndim == 2
+        k, n_out, n_in = self.weight.shape
+        if x.shape[1] == n_in and k > 1:  # shared input: one product with K*O outputs
+            bias = None if self.bias is None else self.bias.flatten()
+            return F.linear(x, self.weight.reshape(k * n_out, n_in), bias)
+        h = x.view(x.shape[0], k, n_in).transpose(0, 1)  # (K, n, F)
+        w_t = self.weight.transpose(1, 2)  # (K, F, O)
+        if self.bias is None:
+            out = torch.bmm(h, w_t)
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1), h, w_t)
+        return out.transpose(0, 1).reshape(x.shape[0], k * n_out)  # (n, K*O)
+
+
+_LEAVES: dict[type[nn.Module], Callable[[Any], _Leaf]] = {
+    nn.Conv2d: _Conv,
+    nn.GroupNorm: _GroupNorm,
+    nn.Linear: _Linear,
+}
+
+
+def _supported(module: nn.Module) -> bool:
+    kind = type(module)
+    if isinstance(module, nn.Conv2d) and kind is nn.Conv2d:
+        return module.padding_mode == "zeros"
+    if isinstance(module, nn.Flatten) and kind is nn.Flatten:
+        return bool(module.start_dim == 1 and module.end_dim == -1)
+    if kind in _LEAVES or kind in _PASSIVE:
+        return True
+    return (kind is nn.Sequential or kind in PER_CHANNEL) and not any(
+        True for _ in module.parameters(recurse=False)
+    )
+
+
+def convnet_stackable(model: nn.Module) -> bool:
+    """Whether ``model`` is built only of layers :class:`StackedConvNet` can run side by side.
+
+    Example:
+        >>> from sgdtemp.train.models import build_model
+        >>> convnet_stackable(build_model("resnet", in_shape=(1, 8, 8), n_classes=2, width=4))
+        True
+        >>> convnet_stackable(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softmax(dim=1)))
+        False
+    """
+    return all(_supported(m) for m in model.modules())
+
+
+class StackedConvNet(AbstractStacked):
+    """K convolutional nets of one architecture as one wide net (see the module docstring).
+
+    Args:
+        models: K models of one architecture (:func:`convnet_stackable`).
+        device: where the stacked parameters live.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], device: torch.device) -> None:
+        self.names = [n for n, _ in models[0].named_parameters()]
+        self.params = stacked_parameters(models, self.names, device)
+        net = copy.deepcopy(models[0]).to("meta")
+        index = {name: i for i, name in enumerate(self.names)}
+        # (leaf, its weight's index in params or -1, its bias's index or -1)
+        self._slots: list[tuple[_Leaf, int, int]] = []
+        for path, module in list(net.named_modules()):
+            leaf_type = _LEAVES.get(type(module))
+            if leaf_type is None:
+                continue
+            leaf = leaf_type(module)
+            parent, _, attr = path.rpartition(".")
+            setattr(net.get_submodule(parent), attr, leaf)
+            weight, bias = (index.get(f"{path}.{kind}", -1) for kind in ("weight", "bias"))
+            self._slots.append((leaf, weight, bias))
+        self._net = net.eval()
+
+    def _bind(self, params: Sequence[torch.Tensor]) -> None:
+        k = int(params[0].shape[0])
+        for leaf, weight, bias in self._slots:
+            leaf.k = k
+            leaf.weight = params[weight] if weight >= 0 else None
+            leaf.bias = params[bias] if bias >= 0 else None
+
+    def _forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(K, n, classes)`` of stacked ``(n, K*C, H, W)`` or shared inputs."""
+        self._bind(params)
+        try:
+            out = self._net(x)  # (n, K*classes)
+        finally:
+            self._bind_none()
+        k = int(params[0].shape[0])
+        return out.view(out.shape[0], k, -1).transpose(0, 1)
+
+    def _bind_none(self) -> None:
+        for leaf, _, _ in self._slots:
+            leaf.weight = leaf.bias = None
+
+    def loss_and_grads(
+        self, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """See :meth:`AbstractStacked.loss_and_grads`."""
+        k, b = int(x.shape[0]), int(x.shape[1])
+        wide = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])  # (B, K*C, H, W)
+        leaves = [p.detach().requires_grad_() for p in self.params]
+        with torch.enable_grad():
+            logits = self._forward(leaves, wide)  # (K, B, classes)
+            losses, grad = cross_entropy_head(logits.detach(), y, scale)
+            grads = torch.autograd.grad(logits, leaves, grad)
+        return losses, list(grads)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """See :meth:`AbstractStacked.logits`."""
+        return self._forward(self.params, x)
