@@ -30,7 +30,13 @@ from torch import nn
 from sgdtemp.train.models import PER_CHANNEL
 from sgdtemp.train.stacked import AbstractStacked, cross_entropy_head, stacked_parameters
 
-__all__ = ["StackedConvNet", "convnet_stackable"]
+__all__ = [
+    "EVAL_BY_MODEL_MACS",
+    "EVAL_EXAMPLES",
+    "StackedConvNet",
+    "convnet_stackable",
+    "forward_macs",
+]
 
 # Layers without parameters that act on each channel (or each flat feature) on its own.
 _PASSIVE: tuple[type[nn.Module], ...] = (
@@ -64,7 +70,10 @@ class _Conv(_Leaf):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, K*C, H, W)``, or shared ``(n, C, H, W)``, to ``(n, K*O, H', W')``."""
         assert self.weight is not None
-        weight = self.weight.flatten(0, 1)  # (K*O, C/g, kh, kw)
+        w = self.weight  # (K, O, C/g, kh, kw)
+        # (K*O, C/g, kh, kw) with the rows' strides (a view would reset those of size-1 axes,
+        # and a channels_last weight with one input channel would lose its layout)
+        weight = w.as_strided((w.shape[0] * w.shape[1], *w.shape[2:]), w.stride()[1:])
         bias = None if self.bias is None else self.bias.flatten()
         groups = self.k * self.groups
         if x.shape[1] == self.c_in and self.k > 1:  # one input for all K models
@@ -147,6 +156,48 @@ def convnet_stackable(model: nn.Module) -> bool:
     return all(_supported(m) for m in model.modules())
 
 
+# Examples per pass in evaluation, over the models of the pass together.
+EVAL_EXAMPLES = 256
+# Forward multiply-adds per example of one model from which evaluation runs model by model
+# (benchmarks/bench_fused_cnn.py: the wide net is 1.25x faster at width 8, 0.5 M, and slower from
+# width 16, 1.8 M).
+EVAL_BY_MODEL_MACS = 1_000_000
+
+
+def forward_macs(model: nn.Module, in_shape: Sequence[int]) -> int:
+    """Multiply-adds of the convolutions and linear layers of ``model`` for one input example.
+
+    Computed from shapes alone (a forward pass on the ``meta`` device of a copy of the model).
+
+    Args:
+        model: the model.
+        in_shape: shape of one input example, e.g. ``(C, H, W)``.
+
+    Returns:
+        The sum over ``Conv2d`` and ``Linear`` layers of outputs x inputs per output.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+        >>> forward_macs(net, (1, 4, 4))  # 2*2*2 outputs x 9 + 3 outputs x 8
+        96
+    """
+    meta = copy.deepcopy(model).to("meta")
+    total = 0
+
+    def count(layer: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(layer, nn.Conv2d | nn.Linear)
+        total += out.numel() * layer.weight[0].numel()  # outputs x (C/g kh kw, or features)
+
+    for layer in meta.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            layer.register_forward_hook(count)
+    dtype = next((p.dtype for p in meta.parameters()), torch.get_default_dtype())
+    with torch.no_grad():
+        meta(torch.empty((1, *in_shape), dtype=dtype, device="meta"))
+    return total
+
+
 class StackedConvNet(AbstractStacked):
     """K convolutional nets of one architecture as one wide net (see the module docstring).
 
@@ -157,8 +208,13 @@ class StackedConvNet(AbstractStacked):
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device) -> None:
         self.names = [n for n, _ in models[0].named_parameters()]
-        self.params = stacked_parameters(models, self.names, device)
-        net = copy.deepcopy(models[0]).to("meta")
+        first = dict(models[0].named_parameters())
+        # each model's row keeps the memory layout of its weights (channels_last convolution
+        # weights stay channels_last, also where a size-1 axis makes the layout ambiguous)
+        self._strides = [first[n].stride() for n in self.names]
+        self.params = self._laid_out(stacked_parameters(models, self.names, device))
+        self._arch = copy.deepcopy(models[0]).to("meta")  # shapes only
+        net = copy.deepcopy(self._arch)
         index = {name: i for i, name in enumerate(self.names)}
         # (leaf, its weight's index in params or -1, its bias's index or -1)
         self._slots: list[tuple[_Leaf, int, int]] = []
@@ -172,6 +228,7 @@ class StackedConvNet(AbstractStacked):
             weight, bias = (index.get(f"{path}.{kind}", -1) for kind in ("weight", "bias"))
             self._slots.append((leaf, weight, bias))
         self._net = net.eval()
+        self._macs: dict[tuple[int, ...], int] = {}  # input shape -> forward multiply-adds
 
     def _bind(self, params: Sequence[torch.Tensor]) -> None:
         k = int(params[0].shape[0])
@@ -209,5 +266,41 @@ class StackedConvNet(AbstractStacked):
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """See :meth:`AbstractStacked.logits`."""
-        return self._forward(self.params, x)
+        """Logits ``(K, n, C)`` of inputs ``(n, ...)`` shared by all K models (eval mode).
+
+        Small nets run as the wide net on chunks of ``EVAL_EXAMPLES // K`` examples (its feature
+        maps are K times those of one model); nets of at least :data:`EVAL_BY_MODEL_MACS`
+        multiply-adds per example run model by model, on chunks of ``EVAL_EXAMPLES`` (their
+        convolutions are compute-bound, and one model's run faster than a grouped one).
+        """
+        n, k = int(x.shape[0]), self.n_models
+        shape = tuple(x.shape[1:])
+        if shape not in self._macs:
+            self._macs[shape] = forward_macs(self._arch, shape)
+        if self._macs[shape] < EVAL_BY_MODEL_MACS:
+            groups = [self.params]
+        else:
+            groups = [[p[i : i + 1] for p in self.params] for i in range(k)]
+        chunk = max(1, EVAL_EXAMPLES // int(groups[0][0].shape[0]))
+        return torch.cat(
+            [
+                torch.cat([self._forward(g, x[s : s + chunk]) for s in range(0, n, chunk)], dim=1)
+                for g in groups
+            ]
+        )
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """See :meth:`AbstractStacked.keep` (each model's weights keep their memory layout)."""
+        super().keep(rows)
+        self.params = self._laid_out(self.params)
+
+    def _laid_out(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``params`` with each row ``p[k]`` in the memory layout of the models' weights."""
+        out = []
+        for p, stride in zip(params, self._strides):
+            row = p[0].numel()
+            if p.stride() != (row, *stride):
+                p = torch.empty_strided(p.shape, (row, *stride), dtype=p.dtype, device=p.device)
+                p.copy_(params[len(out)])
+            out.append(p)
+        return out
