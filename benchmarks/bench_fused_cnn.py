@@ -41,6 +41,7 @@ from sgdtemp.data import load_dataset
 from sgdtemp.train import FitOptions, build_model, fit_many, keep_freed_memory
 from sgdtemp.train.multi import fused_path_applies
 from sgdtemp.train.stacked import stack_models
+from sgdtemp.train.stacked_conv import forward_macs
 from sgdtemp.train.trainer import SGD
 
 
