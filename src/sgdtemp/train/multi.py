@@ -49,6 +49,7 @@ from sgdtemp.train.stacked import (
     stack_models,
     stackable,
 )
+from sgdtemp.train.stacked_conv import convnet_stackable, forward_macs
 from sgdtemp.train.stationary_run import StationaryTracker
 from sgdtemp.train.trainer import (
     CHECK_EVERY,
@@ -61,17 +62,30 @@ from sgdtemp.train.trainer import (
     _float_dtype,
     _setup,
     _sync,
+    _tensors,
     epoch_record,
     fit,
+    resolve_device,
 )
 
-__all__ = ["FUSED_MAX_WORK", "STACK_MODELS", "fit_many", "fused_path_applies"]
+__all__ = [
+    "CONV_FUSED_MAX_WORK",
+    "FUSED_MAX_WORK",
+    "STACK_MODELS",
+    "fit_many",
+    "fused_path_applies",
+]
 
 # Largest per-model work per step (batch_size * parameters, in multiply-adds) of an MLP trained
 # fused (beyond it the batched products lose to K plain ones: benchmarks/bench_multi.py).
 FUSED_MAX_WORK = 10_000_000
 #: Whether models other than plain MLPs (CNNs, residual nets) are trained stacked by default.
 STACK_MODELS = True
+# Largest per-model work per step (batch_size * forward multiply-adds per example) of a
+# convolutional net trained fused by one CPU thread: beyond it the K-wide feature maps outgrow
+# the caches and the compute-bound convolutions run slower grouped than one model at a time
+# (benchmarks/bench_fused_cnn.py --sweep; the module docstring of sgdtemp.train.stacked_conv).
+CONV_FUSED_MAX_WORK = 32_000_000
 # Examples per evaluation chunk on the fused path (only (chunk, K * width) activations live).
 FUSED_EVAL_BATCH_SIZE = 1024
 
@@ -80,8 +94,25 @@ ModelFactory = Callable[[torch.Generator], nn.Module]
 ResultCallback = Callable[[int, TrainResult], None]
 
 
-def fused_path_applies(model: nn.Module, *, batch_size: int, n_models: int) -> bool:
+def fused_path_applies(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    n_models: int,
+    in_shape: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> bool:
     """Whether :func:`fit_many` trains ``n_models`` copies of ``model`` fused (module doc).
+
+    Args:
+        model: one of the models.
+        batch_size: the runs' batch size.
+        n_models: K.
+        in_shape: shape of one input example; a convolutional net trained by one CPU thread
+            is fused only when ``batch_size`` times its forward multiply-adds per example
+            (:func:`~sgdtemp.train.stacked_conv.forward_macs`) is at most
+            :data:`CONV_FUSED_MAX_WORK` (``None``: no bound).
+        device: the training device (``"auto"`` allowed); the bound is for CPUs only.
 
     Example:
         >>> mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -93,7 +124,13 @@ def fused_path_applies(model: nn.Module, *, batch_size: int, n_models: int) -> b
     if n_models < 2 or not stackable(model):
         return False
     if mlp_plan(model) is None:
-        return STACK_MODELS
+        if not STACK_MODELS:
+            return False
+        if in_shape is None or not convnet_stackable(model):
+            return True
+        if resolve_device(device).type != "cpu" or torch.get_num_threads() > 1:
+            return True
+        return batch_size * forward_macs(model, in_shape) <= CONV_FUSED_MAX_WORK
     n_params = sum(p.numel() for p in model.parameters())
     return batch_size * n_params <= FUSED_MAX_WORK
 
@@ -194,7 +231,13 @@ def fit_many(
     _check_group(options)
     models = [model_factory(torch.Generator().manual_seed(o.seed)) for o in options]
     use_fused = (
-        fused_path_applies(models[0], batch_size=options[0].batch_size, n_models=len(models))
+        fused_path_applies(
+            models[0],
+            batch_size=options[0].batch_size,
+            n_models=len(models),
+            in_shape=tuple(_tensors(train, "train")[0].shape[1:]),
+            device=options[0].device,
+        )
         if batched is None
         else batched
     )

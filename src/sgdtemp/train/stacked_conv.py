@@ -296,7 +296,7 @@ class StackedConvNet(AbstractStacked):
 
     def _laid_out(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """``params`` with each row ``p[k]`` in the memory layout of the models' weights."""
-        out = []
+        out: list[torch.Tensor] = []
         for p, stride in zip(params, self._strides):
             row = p[0].numel()
             if p.stride() != (row, *stride):
