@@ -144,6 +144,13 @@ def compare(args, x, y, ex, ey):
         f"{1 - min(o['train'] for o in ours) / min(o['wall'] for o in ours):.0%}, one after "
         f"another {1 - min(r['train'] for r in ref) / min(r['wall'] for r in ref):.0%}"
     )
+    rule = fused_path_applies(
+        factory(torch.Generator()), batch_size=args.batch_size, n_models=args.k, in_shape=shape
+    )
+    print(
+        f"  the rule (fused_path_applies) at {torch.get_num_threads()} thread(s): "
+        f"{'fused' if rule else 'one after another'}"
+    )
     diff = max(
         (a.state[name] - b.state[name]).abs().max().item()
         for a, b in zip(fused, seq)

@@ -268,20 +268,22 @@ class StackedConvNet(AbstractStacked):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(K, n, C)`` of inputs ``(n, ...)`` shared by all K models (eval mode).
 
-        Small nets run as the wide net on chunks of ``EVAL_EXAMPLES // K`` examples (its feature
-        maps are K times those of one model); nets of at least :data:`EVAL_BY_MODEL_MACS`
-        multiply-adds per example run model by model, on chunks of ``EVAL_EXAMPLES`` (their
-        convolutions are compute-bound, and one model's run faster than a grouped one).
+        On a CPU the wide net runs on chunks of ``EVAL_EXAMPLES // K`` examples (its feature
+        maps are K times those of one model, and larger chunks outgrow the caches); on one
+        thread, nets of at least :data:`EVAL_BY_MODEL_MACS` multiply-adds per example run model
+        by model instead, on chunks of ``EVAL_EXAMPLES`` (their convolutions are compute-bound,
+        and one model's run faster than a grouped one).
         """
         n, k = int(x.shape[0]), self.n_models
         shape = tuple(x.shape[1:])
         if shape not in self._macs:
             self._macs[shape] = forward_macs(self._arch, shape)
-        if self._macs[shape] < EVAL_BY_MODEL_MACS:
-            groups = [self.params]
-        else:
+        one_thread = x.device.type == "cpu" and torch.get_num_threads() == 1
+        if one_thread and self._macs[shape] >= EVAL_BY_MODEL_MACS:
             groups = [[p[i : i + 1] for p in self.params] for i in range(k)]
-        chunk = max(1, EVAL_EXAMPLES // int(groups[0][0].shape[0]))
+        else:
+            groups = [self.params]
+        chunk = max(1, EVAL_EXAMPLES // int(groups[0][0].shape[0])) if x.device.type == "cpu" else n
         return torch.cat(
             [
                 torch.cat([self._forward(g, x[s : s + chunk]) for s in range(0, n, chunk)], dim=1)
