@@ -14,8 +14,15 @@ a model axis and one pass computes all K forward and backward passes, each model
 minibatch; a run that stops leaves the stack. For plain MLPs the stacked step is hand-written
 (``baddbmm``; measured 3-6x faster than K plain PyTorch loops for small MLPs on 2 CPU cores, see
 ``benchmarks/bench_multi.py``) and taken when one model's step is at most :data:`FUSED_MAX_WORK`
-multiply-adds; other models go through ``torch.func.vmap`` (grouped convolutions), taken when
-:data:`STACK_MODELS` allows it. Everything else runs ``fit`` K times.
+multiply-adds. The reference CNN and the residual net run as one wide net of grouped
+convolutions (:mod:`sgdtemp.train.stacked_conv`); their convolutions are compute-bound, so
+stacking only removes overhead: on one CPU thread (sweep workers) they are taken while one
+model's step (batch size x forward multiply-adds per example) is at most
+:data:`CONV_FUSED_MAX_WORK` (K = 12 at B = 32: 1.41x at width 8, 0.97x at the default width 32,
+so width 32 runs one after another), and always with several threads or on a GPU (on 2 shared
+cores, K = 12 width-32 CNNs with evaluation: 2.3x wall; ``benchmarks/bench_fused_cnn.py``).
+Other models go through ``torch.func.vmap`` when :data:`STACK_MODELS` allows it. Everything
+else runs ``fit`` K times.
 
 **How identical the results are.** One after another *is* ``fit``: bit-identical. Fused, the same
 arithmetic runs in a different order (batched products, the learning rate applied to the

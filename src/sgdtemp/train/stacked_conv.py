@@ -5,7 +5,8 @@ feature maps are ``(B, K*C, H, W)``: model k's channels are the block ``[k*C, (k
 layer then runs once for all K models:
 
 - a convolution is a *grouped* convolution (``groups = K * groups``, weights ``(K*O, C, kh, kw)``,
-  the stacked parameter ``(K, O, C, kh, kw)`` viewed without a copy);
+  the stacked parameter ``(K, O, C, kh, kw)`` viewed without a copy, channels_last as the
+  models' own);
 - a group norm is one group norm with ``K * G`` groups over ``K * C`` channels (each group is one
   model's group of one example, exactly as K separate group norms);
 - ReLU, pooling, the residual sum and the global mean act per channel, so they need no change;
@@ -14,7 +15,50 @@ layer then runs once for all K models:
 The nets' own ``forward`` methods run unchanged on the wide maps (:data:`PER_CHANNEL` lists the
 containers whose ``forward`` only applies per-channel operations between its layers); only the
 layers that own parameters are replaced. Gradients come from autograd, started from the
-hand-computed gradient of the cross-entropy with respect to the logits.
+hand-computed gradient of the cross-entropy with respect to the logits (autograd's own cost is
+~1 % of a step here, so a hand-written backward pass would not pay).
+
+**Why grouped convolutions** (measured with ``benchmarks/bench_fused_cnn.py`` and per-layer
+timings on this project's 2-core AMD EPYC VM, torch 2.13 CPU build, K = 12, B = 32, fp32, CPU
+time, interleaved best of 3-5, with 6-15 other processes' load on the 2 CPUs). Forward plus
+backward of the reference CNN's 3x3 convolutions of width 32, 12 models:
+
+=============================  ============  =====================  ============  =============
+one thread, ms                 12 separate   grouped, channels_last  grouped NCHW  unfold+baddbmm
+=============================  ============  =====================  ============  =============
+32->64 channels at 14x14       88.5          84.5                   91.7          237
+64->128 channels at 7x7        80.4          81.8                   83.2          156
+=============================  ============  =====================  ============  =============
+
+Both run at ~95-100 GFLOP per CPU second, the fp32 matmul speed of the machine (85-92): the
+convolutions are compute-bound, and stacking cannot make them faster; what stacking removes is
+the per-layer overhead (in the CNN's step, 45 ms of 185 outside the convolutions for 12 plain
+steps, 24 ms stacked). Unfolded patches with ``baddbmm`` lose (the im2col copies and the narrow
+products), and ``torch.func.vmap`` (:class:`~sgdtemp.train.stacked.StackedFunctional`) runs the
+whole step at 0.72x of 12 plain ones (layout copies; max pooling on maps that are not
+channels_last: 78 ms against 6). With two threads on the loaded machine the grouped
+convolutions took 264 and 160 ms wall against 1039 and 346 for 12 separate ones: one parallel
+region per layer instead of K, each a barrier that waits for a descheduled thread.
+
+One training step of all 12 models, fused over 12 plain PyTorch steps (CPU time; the rule of
+:func:`sgdtemp.train.multi.fused_path_applies` follows this table):
+
+=====  ==========  ========  ========  ========  ========  ========
+B      threads     width 4   width 8   width 16  width 32  width 64
+=====  ==========  ========  ========  ========  ========  ========
+8      1           3.70      2.71      1.66      1.18      0.97
+32     1           1.87      1.41      1.00      0.97      0.87
+128    1           1.17      0.88      0.78      0.77      0.79
+32     2                     2.93      6.20      5.63      2.23
+128    2                     2.98      3.14      2.48      1.29
+=====  ==========  ========  ========  ========  ========  ========
+
+On one thread, fused wins while a model's step is small (batch size x forward multiply-adds up
+to ~3e7: width 8 is 0.46 M per 28x28 image, width 32 7.3 M) and loses up to ~20 % beyond, where
+the K-wide feature maps outgrow the caches. Evaluation (forward only) follows the same pattern:
+the wide net is 1.25x faster than one model at a time at width 8 and 0.86-0.91x at width 32 on
+one thread, on par on two; :meth:`StackedConvNet.logits` picks accordingly
+(:data:`EVAL_BY_MODEL_MACS`).
 """
 
 from __future__ import annotations
@@ -158,9 +202,9 @@ def convnet_stackable(model: nn.Module) -> bool:
 
 # Examples per pass in evaluation, over the models of the pass together.
 EVAL_EXAMPLES = 256
-# Forward multiply-adds per example of one model from which evaluation runs model by model
-# (benchmarks/bench_fused_cnn.py: the wide net is 1.25x faster at width 8, 0.5 M, and slower from
-# width 16, 1.8 M).
+# Forward multiply-adds per example of one model from which evaluation on one CPU thread runs
+# model by model (the wide net is 1.25x faster at width 8, 0.5 M, and 0.86-0.97x from width 16,
+# 1.8 M; on two threads it is 2.8x faster at width 8 and on par at width 32).
 EVAL_BY_MODEL_MACS = 1_000_000
 
 
