@@ -31,16 +31,16 @@ one thread, ms                 12 separate   grouped, channels_last  grouped NCH
 =============================  ============  =====================  ============  =============
 
 Both run at ~95-100 GFLOP per CPU second, the fp32 matmul speed of the machine (85-92): the
-convolutions are compute-bound, and stacking cannot make them faster; what stacking removes is
-the per-layer overhead. Profile of one step of the 12 width-32 CNNs (torch.profiler, one
-thread): convolutions 163 ms stacked against 139 ms as 12 separate ones (102 and 120 GFLOP per
-CPU second), everything else 24 ms against 45. Unfolded patches with ``baddbmm`` lose (the
-im2col copies and the narrow products), and ``torch.func.vmap``
-(:class:`~sgdtemp.train.stacked.StackedFunctional`) runs the whole step at 0.72x of 12 plain
-ones (layout copies; max pooling on maps that are not channels_last: 78 ms against 6). With two
-threads on the loaded machine the grouped convolutions took 264 and 160 ms wall against 1039 and
-346 for 12 separate ones: one parallel region per layer instead of K, each a barrier that waits
-for a descheduled thread.
+convolutions are compute-bound, and stacking cannot make them faster; what stacking removes is the
+per-layer overhead. Profile of one step of the 12 width-32 CNNs (torch.profiler, one thread, two
+runs): the convolutions ran at 101-102 GFLOP per CPU second stacked against 110-120 as 12 separate
+ones, everything else took 24-29 ms against 44-45 (of ~190 ms). Unfolded patches with ``baddbmm``
+lose (the im2col copies and the narrow products), and ``torch.func.vmap``
+(:class:`~sgdtemp.train.stacked.StackedFunctional`) runs the whole step at 0.72x of 12 plain ones
+(layout copies; max pooling on maps that are not channels_last: 78 ms against 6). With two threads
+on the loaded machine the grouped convolutions took 264 and 160 ms wall against 1039 and 346 for 12
+separate ones: one parallel region per layer instead of K, each a barrier that waits for a
+descheduled thread.
 
 One training step of all 12 models, fused over 12 plain PyTorch steps (CPU time; the rule of
 :func:`sgdtemp.train.multi.fused_path_applies` follows this table):
@@ -55,15 +55,16 @@ B      threads     width 4   width 8   width 16  width 32  width 64
 128    2                     2.98      3.14      2.48      1.29
 =====  ==========  ========  ========  ========  ========  ========
 
-On one thread, fused wins while a model's step is small (batch size x forward multiply-adds up
-to ~3e7: width 8 is 0.46 M per 28x28 image, width 32 7.3 M) and loses up to ~20 % beyond, where
-the K-wide feature maps outgrow the caches. Evaluation (forward only) follows the same pattern:
-the wide net is 1.25x faster than one model at a time at width 8 and 0.86-0.91x at width 32 on
-one thread, on par on two; :meth:`StackedConvNet.logits` picks accordingly
-(:data:`EVAL_BY_MODEL_MACS`). End to end (``fit_many`` with its evaluations on the training set
-and a test set, 1024 images each, one epoch, against ``fit`` 12 times): width-32 CNNs 0.92x by
-CPU time on one thread, 2.3x by wall time on two; the GroupNorm residual net (width 16, where
-GroupNorm takes 25-30 % of a step) 0.92x on one thread, 2.0x on two (load 8-21 on the 2 CPUs).
+On one thread, fused wins while a model's step is small (batch size x forward multiply-adds up to
+~3e7: width 8 is 0.46 M per 28x28 image, width 32 7.3 M) and loses up to ~20 % beyond, where the
+K-wide feature maps outgrow the caches. Evaluation (forward only) follows the same pattern: the
+wide net is 1.25x faster than one model at a time at width 8 and 0.86-0.91x at width 32 on one
+thread, on par on two; :meth:`StackedConvNet.logits` picks accordingly
+(:data:`EVAL_BY_MODEL_MACS`). End to end (``fit_many`` with its evaluations on the training set and
+a test set, 1024 images each, one epoch, against ``fit`` 12 times): width-32 CNNs 0.92-1.02x by CPU
+time on one thread (three runs), 2.3x by wall time on two; the GroupNorm residual net (width 16,
+where GroupNorm takes 25-30 % of a step) 0.92x on one thread, 2.0x on two (load 8-21 on the 2
+CPUs).
 """
 
 from __future__ import annotations
