@@ -284,7 +284,9 @@ def sweep(args, x, y):
             sequential()
             _, cpu = best_times([fused, sequential], args.sweep_rounds)
             macs = forward_macs(models[0], tuple(x.shape[1:]))
-            rule = fused_path_applies(models[0], batch_size=batch_size, n_models=args.k)
+            rule = fused_path_applies(
+                models[0], batch_size=batch_size, n_models=args.k, in_shape=tuple(x.shape[1:])
+            )
             print(
                 f"{width:>6} {batch_size:>5} {macs / 1e6:8.2f} {cpu[0] * 1e3:8.1f} "
                 f"{cpu[1] * 1e3:8.1f} {cpu[1] / cpu[0]:9.2f} {'fused' if rule else 'seq':>6}"

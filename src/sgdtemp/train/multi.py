@@ -9,20 +9,20 @@ seeded with ``seed``, its evaluations come after the same epochs, and it stops o
 epochs run out, or its loss diverges) while the others go on.
 
 **Fused or one after another (the rule).** When K >= 2 and the model can be stacked (no buffers,
-see :mod:`sgdtemp.train.stacked`), the K runs step together: their parameters are stacked along
-a model axis and one pass computes all K forward and backward passes, each model on its own
+see :mod:`sgdtemp.train.stacked`), the K runs step together: their parameters are stacked along a
+model axis and one pass computes all K forward and backward passes, each model on its own
 minibatch; a run that stops leaves the stack. For plain MLPs the stacked step is hand-written
 (``baddbmm``; measured 3-6x faster than K plain PyTorch loops for small MLPs on 2 CPU cores, see
 ``benchmarks/bench_multi.py``) and taken when one model's step is at most :data:`FUSED_MAX_WORK`
-multiply-adds. The reference CNN and the residual net run as one wide net of grouped
-convolutions (:mod:`sgdtemp.train.stacked_conv`); their convolutions are compute-bound, so
-stacking only removes overhead: on one CPU thread (sweep workers) they are taken while one
-model's step (batch size x forward multiply-adds per example) is at most
-:data:`CONV_FUSED_MAX_WORK` (K = 12 at B = 32: 1.41x at width 8, 0.97x at the default width 32,
-so width 32 runs one after another), and always with several threads or on a GPU (on 2 shared
-cores, K = 12 width-32 CNNs with evaluation: 2.3x wall; ``benchmarks/bench_fused_cnn.py``).
-Other models go through ``torch.func.vmap`` when :data:`STACK_MODELS` allows it. Everything
-else runs ``fit`` K times.
+multiply-adds. The reference CNN and the residual net run as one wide net of grouped convolutions
+(:mod:`sgdtemp.train.stacked_conv`); their convolutions are compute-bound, so stacking only removes
+overhead: on one CPU thread (sweep workers) they are taken while one model's step (batch size x
+forward multiply-adds per example) is at most :data:`CONV_FUSED_MAX_WORK` (K = 12 at B = 32:
+1.41-1.48x at width 8, 0.97-1.00x at the default width 32, which is fused at B = 8, 1.18-1.29x, and
+runs one after another from B = 16), and always with several threads or on a GPU (on 2 shared
+cores, K = 12 width-32 CNNs with evaluation: 2.3x wall; ``benchmarks/bench_fused_cnn.py``). Other
+models go through ``torch.func.vmap`` when :data:`STACK_MODELS` allows it. Everything else runs
+``fit`` K times.
 
 **How identical the results are.** One after another *is* ``fit``: bit-identical. Fused, the same
 arithmetic runs in a different order (batched products, the learning rate applied to the
@@ -89,10 +89,11 @@ FUSED_MAX_WORK = 10_000_000
 #: Whether models other than plain MLPs (CNNs, residual nets) are trained stacked by default.
 STACK_MODELS = True
 # Largest per-model work per step (batch_size * forward multiply-adds per example) of a
-# convolutional net trained fused by one CPU thread: beyond it the K-wide feature maps outgrow
-# the caches and the compute-bound convolutions run slower grouped than one model at a time
-# (benchmarks/bench_fused_cnn.py --sweep; the module docstring of sgdtemp.train.stacked_conv).
-CONV_FUSED_MAX_WORK = 32_000_000
+# convolutional net trained fused by one CPU thread: up to it K = 12 fused steps measured
+# 0.98-1.48x of 12 plain ones (width-32 CNN at B = 8: 1.29x), beyond it 0.77-1.07x, as the K-wide
+# feature maps outgrow the caches (benchmarks/bench_fused_cnn.py --sweep; the module docstring of
+# sgdtemp.train.stacked_conv).
+CONV_FUSED_MAX_WORK = 64_000_000
 # Examples per evaluation chunk on the fused path (only (chunk, K * width) activations live).
 FUSED_EVAL_BATCH_SIZE = 1024
 

@@ -56,7 +56,9 @@ B      threads     width 4   width 8   width 16  width 32  width 64
 =====  ==========  ========  ========  ========  ========  ========
 
 On one thread, fused wins while a model's step is small (batch size x forward multiply-adds up to
-~3e7: width 8 is 0.46 M per 28x28 image, width 32 7.3 M) and loses up to ~20 % beyond, where the
+~6e7: width 8 is 0.46 M per 28x28 image, width 32 7.3 M; a second run of the points around the
+bound, load 12-14: width 32 at B = 8, 16, 32: 1.29, 1.07, 1.00; width 16 at B = 32, 64, 128: 1.14,
+0.97, 0.79; width 8 at B = 32, 64, 128: 1.48, 1.15, 0.98) and loses up to ~20 % beyond, where the
 K-wide feature maps outgrow the caches. Evaluation (forward only) follows the same pattern: the
 wide net is 1.25x faster than one model at a time at width 8 and 0.86-0.91x at width 32 on one
 thread, on par on two; :meth:`StackedConvNet.logits` picks accordingly
