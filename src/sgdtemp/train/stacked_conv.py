@@ -85,6 +85,7 @@ from sgdtemp.train.stacked import AbstractStacked, cross_entropy_head, stacked_p
 __all__ = [
     "EVAL_BY_MODEL_MACS",
     "EVAL_EXAMPLES",
+    "EVAL_EXAMPLES_GPU",
     "StackedConvNet",
     "convnet_stackable",
     "forward_macs",
@@ -210,6 +211,9 @@ def convnet_stackable(model: nn.Module) -> bool:
 
 # Examples per pass in evaluation, over the models of the pass together.
 EVAL_EXAMPLES = 256
+# The same on other devices (GPUs): a memory bound, not a measured optimum (no GPU was lent to
+# measure one); 8192 examples of 12 width-32 CNNs hold ~0.8 GB of feature maps.
+EVAL_EXAMPLES_GPU = 8192
 # Forward multiply-adds per example of one model from which evaluation on one CPU thread runs
 # model by model (the wide net is 1.25x faster at width 8, 0.5 M, and 0.86-0.97x from width 16,
 # 1.8 M; on two threads it is 2.8x faster at width 8 and on par at width 32).
@@ -321,10 +325,10 @@ class StackedConvNet(AbstractStacked):
         """Logits ``(K, n, C)`` of inputs ``(n, ...)`` shared by all K models (eval mode).
 
         On a CPU the wide net runs on chunks of ``EVAL_EXAMPLES // K`` examples (its feature
-        maps are K times those of one model, and larger chunks outgrow the caches); on one
-        thread, nets of at least :data:`EVAL_BY_MODEL_MACS` multiply-adds per example run model
-        by model instead, on chunks of ``EVAL_EXAMPLES`` (their convolutions are compute-bound,
-        and one model's run faster than a grouped one).
+        maps are K times those of one model, and larger chunks outgrow the caches; elsewhere
+        ``EVAL_EXAMPLES_GPU // K``); on one thread, nets of at least :data:`EVAL_BY_MODEL_MACS`
+        multiply-adds per example run model by model instead, on chunks of ``EVAL_EXAMPLES``
+        (their convolutions are compute-bound, and one model's run faster than a grouped one).
         """
         n, k = int(x.shape[0]), self.n_models
         shape = tuple(x.shape[1:])
@@ -335,7 +339,8 @@ class StackedConvNet(AbstractStacked):
             groups = [[p[i : i + 1] for p in self.params] for i in range(k)]
         else:
             groups = [self.params]
-        chunk = max(1, EVAL_EXAMPLES // int(groups[0][0].shape[0])) if x.device.type == "cpu" else n
+        per_pass = EVAL_EXAMPLES if x.device.type == "cpu" else EVAL_EXAMPLES_GPU
+        chunk = max(1, per_pass // int(groups[0][0].shape[0]))
         return torch.cat(
             [
                 torch.cat([self._forward(g, x[s : s + chunk]) for s in range(0, n, chunk)], dim=1)
