@@ -7,9 +7,10 @@ from torch import nn
 from sgdtemp.errors import UserError
 from sgdtemp.train import multi
 from sgdtemp.train.models import build_model
-from sgdtemp.train.multi import FUSED_MAX_WORK, fit_many, fused_path_applies
+from sgdtemp.train.multi import CONV_FUSED_MAX_WORK, FUSED_MAX_WORK, fit_many, fused_path_applies
 from sgdtemp.train.options import FitOptions
 from sgdtemp.train.stacked import mlp_plan
+from sgdtemp.train.stacked_conv import forward_macs
 from sgdtemp.train.trainer import fit
 
 RTOL64 = 1e-9  # float64: only the summation order differs (bmm vs mm)
@@ -159,6 +160,63 @@ def test_rule():
     assert mlp_plan(nn.Sequential(nn.Flatten(0), nn.Linear(3, 3))) is None  # not a plain MLP
 
 
+@pytest.mark.parametrize(("model", "epochs"), [("cnn", 3), ("resnet", 2)])
+def test_fused_convnets_equal_fit_in_float32_within_rounding(model, epochs):
+    # Two epochs of the residual net: on this toy problem its training is chaotic from the
+    # fourth epoch on (fit itself, from weights perturbed by 1e-7 relative, ends 3e-2 apart in
+    # loss), which rounding differences of the fused path trigger just the same.
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(64) % 3
+
+    def factory(g):
+        return build_model(model, in_shape=(1, 8, 8), n_classes=3, width=4, generator=g)
+
+    kw = dict(
+        lrs=[0.05, 0.2, 0.5],
+        seeds=SEEDS,
+        batch_size=8,
+        epochs=epochs,
+        momentum=0.5,
+        eval_sets={"heldout": (x[:30], y[:30])},
+        device="cpu",
+    )
+    many = fit_many(factory, (x, y), batched=True, **kw)
+    _compare(many, _one_by_one(factory, (x, y), **kw), rtol=0, atol=ATOL32)
+
+
+def test_fused_convnet_is_bit_reproducible():
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(32) % 3
+
+    def factory(g):
+        return build_model("resnet", in_shape=(1, 8, 8), n_classes=3, width=4, generator=g)
+
+    kw = dict(lrs=LRS, seeds=SEEDS, batch_size=8, epochs=1, momentum=0.5, device="cpu")
+    first, second = (fit_many(factory, (x, y), batched=True, **kw) for _ in range(2))
+    for a, b in zip(first, second):
+        assert a.epochs == b.epochs
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
+def test_rule_for_convnets_bounds_the_work_of_one_thread():
+    shape = (1, 28, 28)
+    small = build_model("cnn", in_shape=shape, n_classes=10, width=4)
+    large = build_model("cnn", in_shape=shape, n_classes=10, width=32)
+    macs = forward_macs(small, shape)
+    fits = CONV_FUSED_MAX_WORK // macs
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert fused_path_applies(small, batch_size=fits, n_models=8, in_shape=shape)
+        assert not fused_path_applies(small, batch_size=fits + 1, n_models=8, in_shape=shape)
+        assert not fused_path_applies(large, batch_size=32, n_models=8, in_shape=shape)
+        assert fused_path_applies(large, batch_size=32, n_models=8)  # no shape, no bound
+        torch.set_num_threads(2)  # several threads: fused (measured faster at every size)
+        assert fused_path_applies(large, batch_size=128, n_models=8, in_shape=shape)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_rule_for_other_models_follows_stack_models(monkeypatch):
     cnn = build_model("cnn", in_shape=(1, 8, 8), n_classes=3, width=2)
     monkeypatch.setattr(multi, "STACK_MODELS", False)
@@ -226,7 +284,13 @@ def test_batched_true_needs_a_model_without_buffers():
 
 @pytest.mark.parametrize(
     ("model", "kwargs"),
-    [("mlp", {"width": 16}), ("cnn", {"width": 4}), ("resnet", {"width": 4, "norm": "none"})],
+    [
+        ("mlp", {"width": 16}),
+        ("cnn", {"width": 4}),
+        ("cnn", {"width": 4, "norm": "group"}),
+        ("resnet", {"width": 4}),  # GroupNorm
+        ("resnet", {"width": 4, "norm": "none"}),
+    ],
 )
 def test_each_run_keeps_its_own_options_fused(model, kwargs):
     """Per-run lr, weight decay, momentum, seed, epochs and data order, float64 vs fit."""

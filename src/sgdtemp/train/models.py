@@ -30,6 +30,7 @@ from sgdtemp.errors import UserError
 __all__ = [
     "MODELS",
     "NORMS",
+    "PER_CHANNEL",
     "TemperatureConfoundWarning",
     "build_model",
     "init_parameters",
@@ -271,6 +272,11 @@ def resnet(
     _check_norm(norm, tuple(NORMS))
     return ResNet(in_shape, n_classes, width, blocks, norm, groups)
 
+
+# Containers whose ``forward`` applies only per-channel operations (ReLU, pooling, sums, means over
+# pixels, flattening) between the calls of its layers: K copies side by side along the channel axis
+# run as one net (sgdtemp.train.stacked_conv).
+PER_CHANNEL: tuple[type[nn.Module], ...] = (CNN, _Block, ResNet)
 
 # name -> builder(in_shape, n_classes, **kwargs)
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}

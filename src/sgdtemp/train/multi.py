@@ -9,13 +9,20 @@ seeded with ``seed``, its evaluations come after the same epochs, and it stops o
 epochs run out, or its loss diverges) while the others go on.
 
 **Fused or one after another (the rule).** When K >= 2 and the model can be stacked (no buffers,
-see :mod:`sgdtemp.train.stacked`), the K runs step together: their parameters are stacked along
-a model axis and one pass computes all K forward and backward passes, each model on its own
+see :mod:`sgdtemp.train.stacked`), the K runs step together: their parameters are stacked along a
+model axis and one pass computes all K forward and backward passes, each model on its own
 minibatch; a run that stops leaves the stack. For plain MLPs the stacked step is hand-written
 (``baddbmm``; measured 3-6x faster than K plain PyTorch loops for small MLPs on 2 CPU cores, see
 ``benchmarks/bench_multi.py``) and taken when one model's step is at most :data:`FUSED_MAX_WORK`
-multiply-adds; other models go through ``torch.func.vmap`` (grouped convolutions), taken when
-:data:`STACK_MODELS` allows it. Everything else runs ``fit`` K times.
+multiply-adds. The reference CNN and the residual net run as one wide net of grouped convolutions
+(:mod:`sgdtemp.train.stacked_conv`); their convolutions are compute-bound, so stacking only removes
+overhead: on one CPU thread (sweep workers) they are taken while one model's step (batch size x
+forward multiply-adds per example) is at most :data:`CONV_FUSED_MAX_WORK` (K = 12 at B = 32:
+1.41-1.48x at width 8, 0.97-1.00x at the default width 32, which is fused at B = 8, 1.18-1.29x, and
+runs one after another from B = 16), and always with several threads or on a GPU (on 2 shared
+cores, K = 12 width-32 CNNs with evaluation: 2.3x wall; ``benchmarks/bench_fused_cnn.py``). Other
+models go through ``torch.func.vmap`` when :data:`STACK_MODELS` allows it. Everything else runs
+``fit`` K times.
 
 **How identical the results are.** One after another *is* ``fit``: bit-identical. Fused, the same
 arithmetic runs in a different order (batched products, the learning rate applied to the
@@ -49,6 +56,7 @@ from sgdtemp.train.stacked import (
     stack_models,
     stackable,
 )
+from sgdtemp.train.stacked_conv import convnet_stackable, forward_macs
 from sgdtemp.train.stationary_run import StationaryTracker
 from sgdtemp.train.trainer import (
     CHECK_EVERY,
@@ -61,17 +69,31 @@ from sgdtemp.train.trainer import (
     _float_dtype,
     _setup,
     _sync,
+    _tensors,
     epoch_record,
     fit,
+    resolve_device,
 )
 
-__all__ = ["FUSED_MAX_WORK", "STACK_MODELS", "fit_many", "fused_path_applies"]
+__all__ = [
+    "CONV_FUSED_MAX_WORK",
+    "FUSED_MAX_WORK",
+    "STACK_MODELS",
+    "fit_many",
+    "fused_path_applies",
+]
 
 # Largest per-model work per step (batch_size * parameters, in multiply-adds) of an MLP trained
 # fused (beyond it the batched products lose to K plain ones: benchmarks/bench_multi.py).
 FUSED_MAX_WORK = 10_000_000
 #: Whether models other than plain MLPs (CNNs, residual nets) are trained stacked by default.
 STACK_MODELS = True
+# Largest per-model work per step (batch_size * forward multiply-adds per example) of a
+# convolutional net trained fused by one CPU thread: up to it K = 12 fused steps measured
+# 0.98-1.48x of 12 plain ones (width-32 CNN at B = 8: 1.29x), beyond it 0.77-1.07x, as the K-wide
+# feature maps outgrow the caches (benchmarks/bench_fused_cnn.py --sweep; the module docstring of
+# sgdtemp.train.stacked_conv).
+CONV_FUSED_MAX_WORK = 64_000_000
 # Examples per evaluation chunk on the fused path (only (chunk, K * width) activations live).
 FUSED_EVAL_BATCH_SIZE = 1024
 
@@ -80,8 +102,25 @@ ModelFactory = Callable[[torch.Generator], nn.Module]
 ResultCallback = Callable[[int, TrainResult], None]
 
 
-def fused_path_applies(model: nn.Module, *, batch_size: int, n_models: int) -> bool:
+def fused_path_applies(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    n_models: int,
+    in_shape: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> bool:
     """Whether :func:`fit_many` trains ``n_models`` copies of ``model`` fused (module doc).
+
+    Args:
+        model: one of the models.
+        batch_size: the runs' batch size.
+        n_models: K.
+        in_shape: shape of one input example; a convolutional net trained by one CPU thread
+            is fused only when ``batch_size`` times its forward multiply-adds per example
+            (:func:`~sgdtemp.train.stacked_conv.forward_macs`) is at most
+            :data:`CONV_FUSED_MAX_WORK` (``None``: no bound).
+        device: the training device (``"auto"`` allowed); the bound is for CPUs only.
 
     Example:
         >>> mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -93,7 +132,13 @@ def fused_path_applies(model: nn.Module, *, batch_size: int, n_models: int) -> b
     if n_models < 2 or not stackable(model):
         return False
     if mlp_plan(model) is None:
-        return STACK_MODELS
+        if not STACK_MODELS:
+            return False
+        if in_shape is None or not convnet_stackable(model):
+            return True
+        if resolve_device(device).type != "cpu" or torch.get_num_threads() > 1:
+            return True
+        return batch_size * forward_macs(model, in_shape) <= CONV_FUSED_MAX_WORK
     n_params = sum(p.numel() for p in model.parameters())
     return batch_size * n_params <= FUSED_MAX_WORK
 
@@ -194,7 +239,13 @@ def fit_many(
     _check_group(options)
     models = [model_factory(torch.Generator().manual_seed(o.seed)) for o in options]
     use_fused = (
-        fused_path_applies(models[0], batch_size=options[0].batch_size, n_models=len(models))
+        fused_path_applies(
+            models[0],
+            batch_size=options[0].batch_size,
+            n_models=len(models),
+            in_shape=tuple(_tensors(train, "train")[0].shape[1:]),
+            device=options[0].device,
+        )
         if batched is None
         else batched
     )

@@ -9,6 +9,8 @@ momentum, stopping). :func:`stack_models` picks the implementation:
 
 - :class:`StackedMLP`: plain MLPs (``Flatten``, ``Linear``, ``ReLU``/``Tanh``): ``baddbmm`` per
   layer and a hand-written backward pass (no autograd bookkeeping, which dominates small steps);
+- :class:`~sgdtemp.train.stacked_conv.StackedConvNet`: the reference CNN and the residual net
+  (GroupNorm included), as one wide net of grouped convolutions with autograd;
 - :class:`StackedFunctional`: any other model without buffers (no BatchNorm), through
   ``torch.func.functional_call`` and ``vmap`` with autograd.
 
@@ -110,9 +112,35 @@ class AbstractStacked(abc.ABC):
         self.params = [p.index_select(0, index) for p in self.params]
 
 
-def _stacked(models: Sequence[nn.Module], names: Sequence[str], device: Any) -> list[torch.Tensor]:
+def stacked_parameters(
+    models: Sequence[nn.Module], names: Sequence[str], device: Any
+) -> list[torch.Tensor]:
+    """The parameters ``names`` of K models, each stacked into one ``(K, *shape)`` tensor."""
     by_model = [dict(m.named_parameters()) for m in models]
     return [torch.stack([d[n].detach() for d in by_model]).to(device) for n in names]
+
+
+def cross_entropy_head(
+    logits: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each model's mean cross-entropy and ``scale_k * d loss_k / d logits``, by hand.
+
+    Args:
+        logits: ``(K, B, C)``.
+        y: labels ``(K, B)``.
+        scale: ``(K,)`` factors of the gradients.
+
+    Returns:
+        The losses ``(K,)`` and the scaled gradient ``(K, B, C)``:
+        ``scale_k * (softmax - onehot) / B``.
+    """
+    log_p = torch.log_softmax(logits, dim=2)  # (K, B, C)
+    target = y.unsqueeze(2)  # (K, B, 1)
+    losses = -log_p.gather(2, target).squeeze(2).mean(dim=1)  # (K,)
+    grad = log_p.exp_()
+    grad.scatter_add_(2, target, torch.full_like(target, -1, dtype=grad.dtype))
+    grad.mul_((scale / y.shape[1]).view(-1, 1, 1))
+    return losses, grad
 
 
 def mlp_plan(model: nn.Module) -> list[tuple[int, nn.Module]] | None:
@@ -258,12 +286,7 @@ class StackedMLP(AbstractStacked):
             else:
                 h = a(h)
                 saved.append(h)
-        log_p = torch.log_softmax(h, dim=2)  # (K, B, C)
-        target = y.unsqueeze(2)  # (K, B, 1)
-        losses = -log_p.gather(2, target).squeeze(2).mean(dim=1)  # (K,)
-        grad = log_p.exp_()  # d loss / d logits = (softmax - onehot) / B
-        grad.scatter_add_(2, target, torch.full_like(target, -1, dtype=grad.dtype))
-        grad.mul_((scale / y.shape[1]).view(-1, 1, 1))
+        losses, grad = cross_entropy_head(h, y, scale)
         first_linear = next(i for i, op in enumerate(self.ops) if op[0] == "linear")
         return saved, grad, losses, first_linear
 
@@ -279,7 +302,7 @@ class StackedFunctional(AbstractStacked):
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device) -> None:
         self.names = [n for n, p in models[0].named_parameters()]
-        self.params = _stacked(models, self.names, device)
+        self.params = stacked_parameters(models, self.names, device)
         self._base = copy.deepcopy(models[0]).to("meta").eval()
 
     def _call(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -307,7 +330,8 @@ class StackedFunctional(AbstractStacked):
 
 
 # Layers whose functional form fails under ``vmap`` in PyTorch (2.13: ``group_norm`` queries the
-# channels_last layout, which ``vmap`` does not support).
+# channels_last layout, which ``vmap`` does not support); models of the layers that
+# :class:`~sgdtemp.train.stacked_conv.StackedConvNet` knows (GroupNorm included) do not need it.
 _UNVMAPPABLE = (nn.GroupNorm,)
 
 
@@ -315,15 +339,20 @@ def stackable(model: nn.Module) -> bool:
     """Whether copies of ``model`` can be stacked.
 
     A model can be stacked when it has no buffers (BatchNorm's running statistics), all its
-    parameters are trainable, and it is a plain MLP or every layer runs under ``vmap``.
+    parameters are trainable, and it is a plain MLP, a net of the layers
+    :class:`~sgdtemp.train.stacked_conv.StackedConvNet` knows (the reference CNN, the residual
+    net), or a model whose every layer runs under ``vmap``.
 
     Example:
         >>> stackable(nn.Sequential(nn.Linear(2, 2))), stackable(nn.BatchNorm1d(2))
         (True, False)
     """
+    # imported here: stacked_conv builds on this module
+    from sgdtemp.train.stacked_conv import convnet_stackable
+
     if any(True for _ in model.buffers()) or not all(p.requires_grad for p in model.parameters()):
         return False
-    if mlp_plan(model) is not None:
+    if mlp_plan(model) is not None or convnet_stackable(model):
         return True
     return not any(isinstance(m, _UNVMAPPABLE) for m in model.modules())
 
@@ -331,13 +360,20 @@ def stackable(model: nn.Module) -> bool:
 def stack_models(models: Sequence[nn.Module], device: torch.device) -> AbstractStacked:
     """K models of one architecture as one :class:`AbstractStacked` on ``device``.
 
+    Plain MLPs get :class:`StackedMLP`, convolutional nets of known layers
+    :class:`~sgdtemp.train.stacked_conv.StackedConvNet`, other models :class:`StackedFunctional`.
+
     Raises:
         ValueError: if the models cannot be stacked (see :func:`stackable`).
     """
+    from sgdtemp.train.stacked_conv import StackedConvNet, convnet_stackable
+
     if not stackable(models[0]):
         raise ValueError("models with buffers (BatchNorm) or frozen parameters cannot be stacked")
     if mlp_plan(models[0]) is not None:
         return StackedMLP(models, device)
+    if convnet_stackable(models[0]):
+        return StackedConvNet(models, device)
     return StackedFunctional(models, device)
 
 
