@@ -173,6 +173,16 @@ def test_shift_proximal_when_asked(checkpoint, capsys):
     assert out["objective"] == "proximal" and out["mu"] == 0.05
 
 
+@pytest.mark.parametrize("smoothing", ["auto", "off"])
+def test_shift_text_says_how_it_descended(checkpoint, capsys, smoothing):
+    argv = ["shift", str(checkpoint), "--dataset", "digits", "--eval-set", "test"]
+    assert main([*argv, "--max-examples", "100", "--smoothing", smoothing]) == 0
+    text = capsys.readouterr().out
+    assert "|grad| at eval min" in text
+    # the MLP has ReLUs: by default its descent is a softplus continuation
+    assert ("softplus continuation" in text) == (smoothing == "auto")
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
