@@ -173,6 +173,46 @@ def test_shift_proximal_when_asked(checkpoint, capsys):
     assert out["objective"] == "proximal" and out["mu"] == 0.05
 
 
+@pytest.fixture(scope="module")
+def relu_checkpoint(tmp_path_factory):
+    """A one-hidden-layer ReLU MLP near its L2-regularized minimum (a kinked loss)."""
+    splits = load_dataset("digits", seed=0)
+    kwargs = {"width": 16}
+    model = build_model(
+        "mlp",
+        in_shape=(1, 8, 8),
+        n_classes=10,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(splits.train.x), splits.train.y).backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("relu") / "checkpoint.pt"
+    config = {
+        "dataset": "digits",
+        "heldout": len(splits.heldout.y),
+        "train_subset": None,
+        "data_seed": 0,
+        "in_shape": [1, 8, 8],
+        "n_classes": 10,
+        "weight_decay": 1e-2,
+    }
+    save_checkpoint(path, model, model_name="mlp", model_kwargs=kwargs, config=config, metrics={})
+    return path
+
+
+@pytest.mark.parametrize("smoothing", ["auto", "off"])
+def test_shift_text_says_how_a_relu_network_descended(relu_checkpoint, capsys, smoothing):
+    argv = ["shift", str(relu_checkpoint), "--dataset", "digits", "--eval-set", "test"]
+    assert main([*argv, "--max-examples", "100", "--smoothing", smoothing]) == 0
+    text = capsys.readouterr().out
+    assert "|grad| at eval min" in text
+    assert ("softplus continuation" in text) == (smoothing == "auto")
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         max_seconds=math.inf if args.time_limit is None else args.time_limit,
         top_k=args.top_k,
         hvp_mode=args.hvp_mode,
+        smoothing=args.smoothing,
     )
     start = time.perf_counter()
     run = load_run(args)
@@ -132,6 +133,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  generalization gap  {result.generalization_gap:.6g}")
         state = "converged" if result.converged else f"NOT converged ({result.message})"
         print(f"  |grad| at eval min  {result.grad_norm_at_eval_min:.3g}  {state}")
+        if result.smoothing_beta is not None:
+            print(
+                f"  descent             softplus continuation to beta={result.smoothing_beta:g} "
+                f"(ReLU kinks; the network's own |grad| there {result.nonsmooth_grad_norm:.3g})"
+            )
         print(f"  {summary['seconds']:.1f} s")
     return 0
 
@@ -183,6 +189,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--top-k", type=int, default=0, help="project s on this many top eigenvectors (0: skip)"
+    )
+    parser.add_argument(
+        "--smoothing",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: descend on ReLU / max-pool networks by softplus continuation (their loss has "
+        "kinks where no gradient vanishes); off: on the network as it is",
     )
     add_json_arg(parser)
     parser.set_defaults(handler=_run)

@@ -23,6 +23,8 @@ from torch import Tensor
 
 __all__ = ["MinimizeResult", "newton_cg_minimize", "lbfgs_minimize", "SOLVERS"]
 
+_TINY = 1e-30  # floor of |F| in the rounding level of the objective
+
 ValueAndGrad = Callable[[Tensor], tuple[float, Tensor]]
 Value = Callable[[Tensor], float]
 Hvp = Callable[[Tensor, Tensor], Tensor]  # (x (d,), p (d,)) -> H(x) p (d,)
@@ -56,11 +58,16 @@ class MinimizeResult:
     message: str
 
 
+def _dot(a: Tensor, b: Tensor) -> float:
+    """Inner product accumulated in float64 (float32 sums over many parameters lose digits)."""
+    return float(torch.dot(a.double(), b.double()))
+
+
 def _to_boundary(z: Tensor, d: Tensor, radius: float) -> float:
     """The tau >= 0 with ||z + tau d|| = radius."""
-    a = float(d @ d)
-    b = 2.0 * float(z @ d)
-    c = float(z @ z) - radius**2
+    a = _dot(d, d)
+    b = 2.0 * _dot(z, d)
+    c = _dot(z, z) - radius**2
     return (-b + math.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
 
 
@@ -80,16 +87,16 @@ def _steihaug(
     bz = torch.zeros_like(g)
     r = g.clone()
     d = -r
-    rr = float(r @ r)
+    rr = _dot(r, r)
     n = 0
 
     def model_value(p: Tensor, bp: Tensor) -> float:
-        return float(g @ p) + 0.5 * float(p @ bp)
+        return _dot(g, p) + 0.5 * _dot(p, bp)
 
     for _ in range(max_iters):
         bd = hvp(d)
         n += 1
-        dbd = float(d @ bd)
+        dbd = _dot(d, bd)
         if dbd <= 0:
             tau = _to_boundary(z, d, radius)
             p, bp = z + tau * d, bz + tau * bd
@@ -103,7 +110,7 @@ def _steihaug(
         bz = bz + alpha * bd
         z = z_new
         r = r + alpha * bd
-        rr_new = float(r @ r)
+        rr_new = _dot(r, r)
         if math.sqrt(rr_new) <= tol:
             return z, model_value(z, bz), n, "converged"
         d = -r + (rr_new / rr) * d
@@ -134,7 +141,10 @@ def newton_cg_minimize(
     $\min(0.5, \sqrt{\|g\|})\|g\|$), which follows negative curvature only up to the radius, so the
     iterates stay in the neighbourhood the quadratic model describes. Steps are accepted when the
     actual decrease is at least $10^{-4}$ of the predicted one; when the predicted decrease falls
-    below the objective's rounding level, a step is accepted if it lowers the gradient norm.
+    below the objective's rounding level $100\,\epsilon|F|$, a step is accepted if it lowers the
+    gradient norm. The descent gives up ("trust radius collapsed") only when the radius falls below
+    $10\,\epsilon\max(\|x\|, 1)$, where a step no longer changes $x$. Inner products are
+    accumulated in float64, so float32 parameters do not turn CG's curvature tests into noise.
 
     Args:
         value_and_grad: ``x -> (F(x), grad F(x))``.
@@ -180,7 +190,7 @@ def newton_cg_minimize(
         pnorm = float(torch.linalg.vector_norm(p))
         predicted = -m_p
         trial = x + p
-        if predicted <= 100 * eps * max(abs(f), 1.0):
+        if predicted <= 100 * eps * max(abs(f), _TINY):
             f_new, g_new = value_and_grad(trial)
             grads += 1
             accept = float(torch.linalg.vector_norm(g_new)) < gnorm
@@ -203,7 +213,7 @@ def newton_cg_minimize(
             gnorm = float(torch.linalg.vector_norm(g))
         if callback is not None:
             callback(it, f, gnorm)
-        if radius < 1e3 * eps * max(float(torch.linalg.vector_norm(x)), 1.0):
+        if radius < 10 * eps * max(float(torch.linalg.vector_norm(x)), 1.0):
             message = "trust radius collapsed"
             break
         if time.perf_counter() > deadline and gnorm > target:

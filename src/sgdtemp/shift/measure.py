@@ -49,7 +49,6 @@ import torch
 from torch import Tensor, nn
 
 from sgdtemp.curvature import (
-    DampedOperator,
     HessianOperator,
     ModelLoss,
     conjugate_gradient,
@@ -58,11 +57,14 @@ from sgdtemp.curvature import (
 from sgdtemp.curvature._base import default_generator
 from sgdtemp.curvature._model import HVP_MODES, LossFn
 from sgdtemp.errors import UserError
+from sgdtemp.shift._descent import Objective as _Objective
+from sgdtemp.shift._descent import descend
 from sgdtemp.shift._solvers import SOLVERS
 
 __all__ = ["ShiftOptions", "ShiftResult", "ShiftProjection", "measure_shift", "OBJECTIVES"]
 
 OBJECTIVES = ("auto", "minimum", "proximal")
+SMOOTHINGS = ("auto", "off")
 _DEFAULT_MU_FRACTION = 1e-2  # proximal mu = this times lambda_max of the eval Hessian at theta*
 
 
@@ -130,6 +132,12 @@ class ShiftResult:
         newton_cosine: cosine between $s$ and $s_N$.
         newton_converged: whether the CG solve for $s_N$ converged (no negative curvature).
         projection: the shift on the top eigenvectors of $\tilde H$, or None when ``top_k=0``.
+        smoothing_beta: the last sharpness of the smoothing continuation, or None when the
+            descent ran on the network as it is (:attr:`ShiftOptions.smoothing`).
+        nonsmooth_grad_norm: $\|\nabla\tilde F_\mu\|$ of the unsmoothed objective at
+            $\tilde\theta^*$ (with smoothing, ``grad_norm_at_eval_min`` is the last stage's,
+            the one the tolerance is tested on; this one stays at the size of the gradient's
+            jumps across ReLU kinks).
     """
 
     method: str
@@ -162,6 +170,8 @@ class ShiftResult:
     newton_cosine: float
     newton_converged: bool
     projection: ShiftProjection | None = None
+    smoothing_beta: float | None = None
+    nonsmooth_grad_norm: float = math.nan
 
     def summary(self) -> dict[str, Any]:
         """The scalar fields as a plain dict (no tensors), projection included as lists."""
@@ -178,44 +188,6 @@ class ShiftResult:
                 "curvature_fraction": self.projection.curvature_fraction,
             }
         return out
-
-
-class _Objective:
-    r"""$F(\theta) = L(\theta) + \frac\lambda2\|\theta\|^2 + \frac\mu2\|\theta - \theta_0\|^2$."""
-
-    def __init__(self, loss: ModelLoss, weight_decay: float, mu: float, anchor: Tensor) -> None:
-        self.loss = loss
-        self.weight_decay = weight_decay
-        self.mu = mu
-        self.anchor = anchor
-        self.num_hvps = 0
-
-    def _reg(self, theta: Tensor) -> float:
-        out = 0.5 * self.weight_decay * float((theta.double() ** 2).sum())
-        if self.mu:
-            out += 0.5 * self.mu * float(((theta - self.anchor).double() ** 2).sum())
-        return out
-
-    def value(self, theta: Tensor) -> float:
-        return self.loss.loss(theta) + self._reg(theta)
-
-    def value_and_grad(self, theta: Tensor) -> tuple[float, Tensor]:
-        f, g = self.loss.value_and_grad(theta)
-        g = g + self.weight_decay * theta
-        if self.mu:
-            g = g + self.mu * (theta - self.anchor)
-        return f + self._reg(theta), g
-
-    @property
-    def damping(self) -> float:
-        return self.weight_decay + self.mu
-
-    def hvp(self, theta: Tensor, p: Tensor) -> Tensor:
-        self.num_hvps += 1
-        return self.loss.hvp(theta, p.unsqueeze(0))[0] + self.damping * p
-
-    def hessian(self, theta: Tensor) -> DampedOperator:
-        return DampedOperator(HessianOperator.at(self.loss, theta), self.damping)
 
 
 @dataclass(frozen=True)
@@ -238,6 +210,13 @@ class ShiftOptions:
         hvp_mode: Hessian-vector-product formulation (see
             :class:`~sgdtemp.curvature.HessianOperator`; the default gives the same digits on
             every machine).
+        smoothing: ``"auto"``: when the model's forward calls ReLU or max pooling, descend by
+            smoothing continuation (softplus of growing sharpness, :mod:`sgdtemp.shift._smoothing`;
+            the objective of a ReLU network has kinks where no gradient vanishes); ``"off"``:
+            descend on the network as it is.
+        smoothing_betas: the increasing sharpnesses $\beta$ of the continuation's stages (in
+            units of the inverse pre-activation); ``max_iters`` and ``max_seconds`` apply to all
+            stages together.
 
     Raises:
         UserError: on an unknown choice or a number out of range (at construction).
@@ -263,6 +242,8 @@ class ShiftOptions:
     max_seconds: float = math.inf
     top_k: int = 0
     hvp_mode: str = "double_backward"
+    smoothing: str = "auto"
+    smoothing_betas: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1e3)
 
     def __post_init__(self) -> None:
         def positive(name: str, value: Any, *, zero: bool = False, finite: bool = True) -> None:
@@ -292,6 +273,17 @@ class ShiftOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise UserError(f"shift {name} must be an integer >= {least}, got {value!r}")
+        if self.smoothing not in SMOOTHINGS:
+            raise UserError(f"smoothing must be one of {SMOOTHINGS}, got {self.smoothing!r}")
+        betas = self.smoothing_betas
+        if not (
+            isinstance(betas, tuple | list)
+            and betas
+            and all(isinstance(b, int | float) and 0 < b < math.inf for b in betas)
+            and all(x < y for x, y in zip(betas[:-1], betas[1:]))
+        ):
+            raise UserError(f"smoothing_betas must be increasing positive numbers, got {betas!r}")
+        object.__setattr__(self, "smoothing_betas", tuple(float(b) for b in betas))
         if self.batch_size is not None and (
             not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
@@ -373,18 +365,19 @@ def measure_shift(
 
     train_value, train_grad = train_obj.value_and_grad(theta_star)
     start_value, start_grad = eval_obj.value_and_grad(theta_star)
-    result = SOLVERS[o.method](
-        eval_obj.value_and_grad,
-        eval_obj.value,
-        eval_obj.hvp,
+    descent = descend(
+        model,
+        loss_fn,
+        eval_loss,
+        eval_data,
+        weight_decay,
+        mu_value,
         theta_star,
-        grad_tol=o.grad_tol,
-        rel_grad_tol=o.rel_grad_tol,
-        max_iters=o.max_iters,
-        max_cg_iters=o.max_cg_iters,
-        max_seconds=o.max_seconds,
-        callback=callback,
+        theta_star,
+        o,
+        callback,
     )
+    result = descent.result
     theta_eval = result.x
     s = theta_star - theta_eval
     data_hs = eval_loss.hvp(theta_eval, s.unsqueeze(0))[0]
@@ -448,4 +441,6 @@ def measure_shift(
         newton_cosine=cosine,
         newton_converged=newton.all_converged,
         projection=projection,
+        smoothing_beta=descent.smoothing_beta,
+        nonsmooth_grad_norm=descent.nonsmooth_grad_norm,
     )

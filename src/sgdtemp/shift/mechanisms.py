@@ -28,8 +28,10 @@ dense covariance. The covariance-curvature and the measured left side carry stan
 the spread over the sample ($\mathrm{sd}/\sqrt k$: the iterates of a reservoir are drawn at random
 times from a long window, so they are nearly independent when $k$ is much smaller than the
 window's effective sample count). The descents are those of :func:`sgdtemp.shift.measure_shift`
-(:class:`~sgdtemp.shift.ShiftOptions`, the ``"minimum"`` objective); a descent that did not reach
-its gradient tolerance is flagged with its reason, and its terms should not be used.
+(:class:`~sgdtemp.shift.ShiftOptions`, the ``"minimum"`` objective; for a ReLU network a smoothing
+continuation, whose minima are Clarke-stationary points of the kinked objective, while values and
+Hessians are those of the network as it is); a descent that did not reach its gradient tolerance
+is flagged with its reason, and its terms should not be used.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from torch import Tensor, nn
 from sgdtemp.curvature import HessianOperator, ModelLoss, quadratic_forms
 from sgdtemp.curvature._model import LossFn
 from sgdtemp.errors import UserError
-from sgdtemp.shift._solvers import SOLVERS, MinimizeResult
-from sgdtemp.shift.measure import ShiftOptions, _Objective
+from sgdtemp.shift._descent import descend
+from sgdtemp.shift.measure import ShiftOptions
 
 __all__ = ["EvalMechanisms", "MechanismsResult", "measure_mechanisms", "TERMS"]
 
@@ -90,8 +92,11 @@ class EvalMechanisms:
         iterations: its iterations.
         num_hvps: its Hessian-vector products.
         message: why it stopped.
-        grad_norm: $\|\nabla\tilde F(\tilde\theta^*)\|$.
+        grad_norm: $\|\nabla\tilde F(\tilde\theta^*)\|$ (with smoothing: of the last stage's
+            smoothed objective, the norm the tolerance is tested on).
         initial_grad_norm: $\|\nabla\tilde F(\theta^*)\|$.
+        smoothing_beta: the last sharpness of the smoothing continuation (None: no smoothing).
+        nonsmooth_grad_norm: $\|\nabla\tilde F(\tilde\theta^*)\|$ of the network as it is.
     """
 
     eval_set: str
@@ -122,6 +127,8 @@ class EvalMechanisms:
     message: str
     grad_norm: float
     initial_grad_norm: float
+    smoothing_beta: float | None
+    nonsmooth_grad_norm: float
 
     def summary(self) -> dict[str, Any]:
         """The scalars as a plain dict (``"sum"`` is ``total``), no tensors."""
@@ -158,8 +165,10 @@ class MechanismsResult:
         iterations: its iterations.
         num_hvps: its Hessian-vector products.
         message: why it stopped.
-        grad_norm: $\|\nabla F(\theta^*)\|$.
+        grad_norm: $\|\nabla F(\theta^*)\|$ (with smoothing: the last stage's).
         initial_grad_norm: $\|\nabla F(\bar\theta)\|$.
+        smoothing_beta: the last sharpness of the train descent's continuation (None: none).
+        nonsmooth_grad_norm: $\|\nabla F(\theta^*)\|$ of the network as it is.
         evals: the decomposition per eval set, in the order given.
     """
 
@@ -182,6 +191,8 @@ class MechanismsResult:
     message: str
     grad_norm: float
     initial_grad_norm: float
+    smoothing_beta: float | None
+    nonsmooth_grad_norm: float
     evals: dict[str, EvalMechanisms]
 
     @property
@@ -207,21 +218,6 @@ def _mean_se(values: Tensor) -> tuple[float, float]:
     k = v.numel()
     se = float(v.std(unbiased=True)) / math.sqrt(k) if k > 1 else math.nan
     return float(v.mean()), se
-
-
-def _descend(obj: _Objective, x0: Tensor, o: ShiftOptions, callback: Any) -> MinimizeResult:
-    return SOLVERS[o.method](
-        obj.value_and_grad,
-        obj.value,
-        obj.hvp,
-        x0,
-        grad_tol=o.grad_tol,
-        rel_grad_tol=o.rel_grad_tol,
-        max_iters=o.max_iters,
-        max_cg_iters=o.max_cg_iters,
-        max_seconds=o.max_seconds,
-        callback=callback,
-    )
 
 
 def measure_mechanisms(
@@ -309,8 +305,10 @@ def measure_mechanisms(
         return lambda it, value, gnorm: callback(name, it, value, gnorm)
 
     start = mean64.to(dtype)
-    train_obj = _Objective(train_loss, lam, 0.0, start)
-    found = _descend(train_obj, start, o, tracked("train"))
+    train_descent = descend(
+        model, loss_fn, train_loss, train, lam, 0.0, start, start, o, tracked("train")
+    )
+    found = train_descent.result
     theta_star = found.x
     train_value = found.value
     bias64 = mean64 - theta_star.double()
@@ -321,8 +319,10 @@ def measure_mechanisms(
     evals: dict[str, EvalMechanisms] = {}
     for name, data in eval_data.items():
         eval_loss = ModelLoss(model, loss_fn, data, batch_size=o.batch_size, hvp_mode=o.hvp_mode)
-        eval_obj = _Objective(eval_loss, lam, 0.0, theta_star)
-        res = _descend(eval_obj, theta_star, o, tracked(name))
+        eval_descent = descend(
+            model, loss_fn, eval_loss, data, lam, 0.0, theta_star, theta_star, o, tracked(name)
+        )
+        res = eval_descent.result
         theta_eval = res.x
         s64 = theta_star.double() - theta_eval.double()
         # H~ = data Hessian at theta~* plus lambda I: two products for s and b, forms for delta_j
@@ -374,6 +374,8 @@ def measure_mechanisms(
             message=res.message,
             grad_norm=res.grad_norm,
             initial_grad_norm=res.initial_grad_norm,
+            smoothing_beta=eval_descent.smoothing_beta,
+            nonsmooth_grad_norm=eval_descent.nonsmooth_grad_norm,
         )
     return MechanismsResult(
         method=o.method,
@@ -395,5 +397,7 @@ def measure_mechanisms(
         message=found.message,
         grad_norm=found.grad_norm,
         initial_grad_norm=found.initial_grad_norm,
+        smoothing_beta=train_descent.smoothing_beta,
+        nonsmooth_grad_norm=train_descent.nonsmooth_grad_norm,
         evals=evals,
     )

@@ -229,7 +229,7 @@ def trend_check(
     window_mean = float(y.mean())
     # centres: window at sample (n_blocks - w/2) * size - 1/2, first block at size/2 - 1/2
     elapsed = (n_blocks - w / 2.0 - 0.5) * block_size * dt
-    mean_rate = (window_mean - start_mean) / elapsed
+    mean_rate = (window_mean - float(start_mean)) / elapsed
     q = rule.quantile
     no_trend = abs(rate) <= q * rate_se
     over = abs(rate) + q * rate_se <= rule.kappa * abs(mean_rate)
