@@ -150,8 +150,8 @@ class MonitorRecord:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in PROBE_FIELDS and not self.is_probe:
-                continue
+            if f.name in PROBE_FIELDS and self.probe_seconds is None and f.name != "probe_error":
+                continue  # not a probe step, or a failed probe (only its error is kept)
             if f.name in ("temperature_note", "loss", "probe_error") and value is None:
                 continue
             if f.name == "events":
