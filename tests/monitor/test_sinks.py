@@ -1,4 +1,4 @@
-"""Sinks read back by the real readers: JSONL, TensorBoard's event reader, an MLflow SQLite store."""
+"""Sinks read back by real readers: JSONL, TensorBoard's event reader, an MLflow SQLite store."""
 
 from __future__ import annotations
 
