@@ -23,7 +23,12 @@ from torch import Tensor, nn
 
 from sgdtemp.curvature import ModelLoss
 from sgdtemp.errors import UserError
-from sgdtemp.monitor.noise_scale import MIN_UNITS, batch_verdict, measure_noise_scale
+from sgdtemp.monitor.noise_scale import (
+    MIN_UNITS,
+    NoiseScale,
+    batch_verdict,
+    measure_noise_scale,
+)
 from sgdtemp.monitor.optimizer import OptimizerSettings, optimizer_param_groups, read_optimizer
 from sgdtemp.monitor.records import MonitorRecord
 from sgdtemp.monitor.sharpness import Sharpness, measure_sharpness
@@ -112,6 +117,7 @@ class TemperatureMonitor:
         per_example: ``True``: per-example gradients (``vmap``); ``False``: micro-batches;
             ``None``: per-example when the model allows ``vmap``.
         seed: seed of the Lanczos start vectors.
+        start_step: optimizer steps already done (a resumed run); records count on from it.
         meta: extra facts for the JSONL log's ``meta`` line (e.g. the model's name).
 
     Raises:
@@ -159,6 +165,7 @@ class TemperatureMonitor:
         lanczos_tol: float = 1e-2,
         per_example: bool | None = None,
         seed: int = 0,
+        start_step: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> None:
         start = time.perf_counter()
@@ -183,7 +190,7 @@ class TemperatureMonitor:
         self.unit_size = self._unit_size(per_example, x, y)
         self._generator = torch.Generator().manual_seed(int(seed))
         self._vector: Tensor | None = None
-        self._step = 0
+        self._step = int(start_step)
         self._sde_time: float | None = 0.0
         self._last_temperature: float | None = None
         self._warned: set[str] = set()
@@ -307,12 +314,21 @@ class TemperatureMonitor:
 
     # ------------------------------------------------------------------ per step
 
-    def step(self, batch_size: int | None = None, *, loss: Any = None) -> MonitorRecord:
+    def step(
+        self,
+        batch_size: int | None = None,
+        *,
+        loss: Any = None,
+        settings: OptimizerSettings | None = None,
+    ) -> MonitorRecord:
         """Record one optimizer step; call it right after ``optimizer.step()``.
 
         Args:
             batch_size: examples in this step (default: the constructor's ``batch_size``).
             loss: the step's training loss (a float or a tensor; read only when logged).
+            settings: the optimizer's settings for this update from :meth:`read`, when they were
+                read before the update because a scheduler moves them before this call
+                (Lightning steps its schedulers before ``on_train_batch_end``).
 
         Returns:
             The step's record (with the probe's fields on probe steps).
@@ -324,12 +340,18 @@ class TemperatureMonitor:
             raise UserError(
                 "this monitor runs as an optimizer hook (hook=True); do not call step()"
             )
-        return self._advance(batch_size, loss)
+        return self._advance(batch_size, loss, settings)
+
+    def read(self) -> OptimizerSettings:
+        """The optimizer's settings now (group sizes are cached: microseconds)."""
+        return read_optimizer(self.optimizer, sizes=self._sizes)
 
     def _on_optimizer_step(self, *_: Any) -> None:
-        self._advance(None, None)
+        self._advance(None, None, None)
 
-    def _advance(self, batch_size: int | None, loss: Any) -> MonitorRecord:
+    def _advance(
+        self, batch_size: int | None, loss: Any, given: OptimizerSettings | None
+    ) -> MonitorRecord:
         enter = time.perf_counter()
         self.train_seconds += enter - self._last_exit
         size = batch_size if batch_size is not None else self.batch_size
@@ -340,7 +362,7 @@ class TemperatureMonitor:
         self._step += 1
         events: list[str] = []
         try:
-            settings = read_optimizer(self.optimizer, sizes=self._sizes)
+            settings = given if given is not None else self.read()
         except UserError as err:  # the optimizer changed under us: keep the last settings
             settings = self.settings
             self._event(
@@ -419,20 +441,37 @@ class TemperatureMonitor:
         ).to(self._vector.device)
         return self._vector + WARM_START_NOISE * noise / torch.linalg.vector_norm(noise)
 
-    def _probe(self, record: MonitorRecord, events: list[str]) -> MonitorRecord:
-        start = time.perf_counter()
-        settings = self.settings
+    def _attempt(self, what: str, step: int, events: list[str], fn: Callable[[], Any]) -> Any:
+        """Run one part of the probe; a failure is an event (warned once), never an exception."""
         try:
-            theta = self.model_loss.flat_params()
-            lr, wd = self._param_vectors(settings)
-            lr_max = float(lr.max())
-            scale = None
-            if lr_max > 0 and not bool((lr == lr_max).all()):
-                scale = (lr / lr_max).sqrt()
-            noise = measure_noise_scale(
-                self.model_loss, theta, unit_size=self.unit_size, scale=scale
+            return fn()
+        except Exception as err:  # never stop the user's training for a failed probe
+            self._event(
+                what, f"{what} failed at step {step} ({_first_line(err)}); training goes on", events
             )
-            sharp: Sharpness = measure_sharpness(
+            return None
+
+    def _probe(self, record: MonitorRecord, events: list[str]) -> MonitorRecord:
+        """The probe's three parts; each may fail alone (e.g. no double backward for a kernel)."""
+        start = time.perf_counter()
+        settings, step, before = self.settings, record.step, len(events)
+        theta = self.model_loss.flat_params()
+        lr, wd = self._param_vectors(settings)
+        lr_max = float(lr.max())
+        scale = (lr / lr_max).sqrt() if lr_max > 0 and not bool((lr == lr_max).all()) else None
+        noise: NoiseScale | None = self._attempt(
+            "noise scale",
+            step,
+            events,
+            lambda: measure_noise_scale(
+                self.model_loss, theta, unit_size=self.unit_size, scale=scale
+            ),
+        )
+        sharp: Sharpness | None = self._attempt(
+            "lambda_max",
+            step,
+            events,
+            lambda: measure_sharpness(
                 self.model_loss,
                 theta,
                 lr=lr,
@@ -441,26 +480,45 @@ class TemperatureMonitor:
                 tol=self.lanczos_tol,
                 v0=self._warm_start(),
                 generator=self._generator,
-            )
-            probe_loss = self.model_loss.loss(theta)
-        except Exception as err:  # never stop the user's training for a failed probe
-            message = f"probe failed at step {record.step} ({_first_line(err)}); training goes on"
-            self._event("probe", message, events)
-            failed = _replace(record, probe_error=message, probe_seconds=None)
+            ),
+        )
+        probe_loss = self._attempt("probe loss", step, events, lambda: self.model_loss.loss(theta))
+        failures = "; ".join(events[before:]) or None
+        if noise is None and sharp is None:
+            failed = _replace(record, probe_error=failures, probe_seconds=None)
             self.probes.append(failed)
             return failed
-        if bool(torch.isfinite(sharp.vector).all()):
-            self._vector = sharp.vector
-        threshold = settings.stability_threshold()
-        ratio = None if threshold is None else sharp.lr_lambda_max / threshold
+        out = _replace(
+            record,
+            probe_loss=probe_loss,
+            probe_error=failures,
+            probe_seconds=time.perf_counter() - start,
+        )
+        if noise is not None:
+            out = self._with_noise(out, noise, events)
+        if sharp is not None:
+            out = self._with_sharpness(out, sharp, settings, events)
+        self.probes.append(out)
+        return out
+
+    def _with_noise(
+        self, record: MonitorRecord, noise: NoiseScale, events: list[str]
+    ) -> MonitorRecord:
         temp = record.temperature
         floor = floor_se = None
         if temp is not None:
             floor, floor_se = temp / 4 * noise.trace_cov, temp / 4 * noise.trace_cov_stderr
         verdict = batch_verdict(record.batch_size or 1, noise, self.batch_factor)
-        out = _replace(
+        if verdict == "above" and noise.value is not None:
+            self._event(
+                "batch",
+                f"batch size {record.batch_size} is over {self.batch_factor:g}x the noise scale "
+                f"B_noise = {noise.value:.3g} (95% {noise.low:.3g} to {noise.high:.3g}) at step "
+                f"{record.step}: more examples per step buy little",
+                events,
+            )
+        return _replace(
             record,
-            probe_loss=probe_loss,
             noise_scale=noise.value,
             noise_scale_stderr=noise.stderr,
             noise_scale_low=noise.low,
@@ -474,15 +532,19 @@ class TemperatureMonitor:
             critical_batch=verdict,
             noise_floor=floor,
             noise_floor_stderr=floor_se,
-            lambda_max=sharp.lambda_max,
-            lr_lambda_max=sharp.lr_lambda_max,
-            lambda_max_residual=sharp.residual,
-            lambda_max_converged=sharp.converged,
-            lanczos_matvecs=sharp.num_matvecs,
-            stability_threshold=threshold,
-            stability_ratio=ratio,
-            probe_seconds=time.perf_counter() - start,
         )
+
+    def _with_sharpness(
+        self,
+        record: MonitorRecord,
+        sharp: Sharpness,
+        settings: OptimizerSettings,
+        events: list[str],
+    ) -> MonitorRecord:
+        if bool(torch.isfinite(sharp.vector).all()):
+            self._vector = sharp.vector
+        threshold = settings.stability_threshold()
+        ratio = None if threshold is None else sharp.lr_lambda_max / threshold
         if ratio is not None and ratio >= 1.0:
             self._event(
                 "stability",
@@ -491,16 +553,16 @@ class TemperatureMonitor:
                 "direction oscillates",
                 events,
             )
-        if verdict == "above" and noise.value is not None:
-            self._event(
-                "batch",
-                f"batch size {record.batch_size} is over {self.batch_factor:g}x the noise scale "
-                f"B_noise = {noise.value:.3g} (95% {noise.low:.3g} to {noise.high:.3g}) at step "
-                f"{record.step}: more examples per step buy little",
-                events,
-            )
-        self.probes.append(out)
-        return out
+        return _replace(
+            record,
+            lambda_max=sharp.lambda_max,
+            lr_lambda_max=sharp.lr_lambda_max,
+            lambda_max_residual=sharp.residual,
+            lambda_max_converged=sharp.converged,
+            lanczos_matvecs=sharp.num_matvecs,
+            stability_threshold=threshold,
+            stability_ratio=ratio,
+        )
 
     # ------------------------------------------------------------------ events and sinks
 
