@@ -34,3 +34,30 @@ def exact_noise_scale(grads: torch.Tensor) -> tuple[float, float, float]:
     trace = float(((grads - mean) ** 2).sum(dim=1).mean())
     signal = float((mean**2).sum())
     return trace, signal, trace / signal
+
+
+def write_monitor_log(path, *, steps: int = 40) -> None:
+    """A real monitor log: momentum SGD with StepLR and a batch-size change, probes every 5."""
+    import warnings
+
+    from sgdtemp.monitor import JSONLSink, TemperatureMonitor, TemperatureWarning
+
+    model, x, y = make_problem(400)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=15, gamma=0.3)
+    gen = torch.Generator().manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TemperatureWarning)
+        with TemperatureMonitor(
+            model, opt, F.cross_entropy, probe=(x[:128], y[:128]), every=5, log_every=2,
+            sinks=[JSONLSink(path)], meta={"model": "tanh-mlp"},
+        ) as monitor:  # fmt: skip
+            for i in range(steps):
+                batch = 16 if i < steps // 2 else 64
+                idx = torch.randint(0, 400, (batch,), generator=gen)
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                monitor.step(batch_size=batch, loss=loss)
+                sched.step()
