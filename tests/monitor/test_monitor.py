@@ -283,11 +283,14 @@ def test_a_failing_probe_warns_once_and_training_goes_on():
 
     monitor = TemperatureMonitor(model, opt, loss_fn, probe=(x[:64], y[:64]), every=2)
     broken["now"] = True
-    with pytest.warns(TemperatureWarning, match="probe failed at step 2"):
+    with pytest.warns(TemperatureWarning, match="noise scale failed at step 2") as caught:
         records = _loop(model, opt, x, y, 6, monitor=monitor)
+    assert len(caught) == 3  # noise scale, lambda_max, probe loss: each kind once
     assert [r.probe_error is not None for r in records] == [False, True] * 3
-    assert "noise_scale" not in records[1].to_dict()
-    assert "RuntimeError: out of memory" in records[1].to_dict()["probe_error"]
+    data = records[1].to_dict()
+    assert "noise_scale" not in data and "lambda_max" not in data
+    assert "lambda_max failed at step 2 (RuntimeError: out of memory)" in data["probe_error"]
+    assert "noise scale failed at step 4" in records[3].to_dict()["probe_error"]
 
 
 # ---------------------------------------------------------------- bad input at attach time
