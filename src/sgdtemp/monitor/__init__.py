@@ -19,6 +19,7 @@ from sgdtemp.monitor.noise_scale import (
     noise_scale_from_units,
 )
 from sgdtemp.monitor.optimizer import GroupSettings, OptimizerSettings, read_optimizer
+from sgdtemp.monitor.options import MonitorOptions
 from sgdtemp.monitor.records import MonitorLog, MonitorRecord, read_log, scalar_tags
 from sgdtemp.monitor.sharpness import Sharpness, measure_sharpness
 from sgdtemp.monitor.sinks import JSONLSink, MLflowSink, Sink, TensorBoardSink
@@ -29,6 +30,7 @@ __all__ = [
     "TemperatureWarning",
     "DEFAULT_BUDGET",
     "MonitorRecord",
+    "MonitorOptions",
     # what it reads and measures
     "read_optimizer",
     "OptimizerSettings",

@@ -393,6 +393,8 @@ class TemperatureMonitor:
         emit = record.is_probe or bool(events) or self._step % self.log_every == 0
         if emit:
             record = _replace(record, loss=_as_float(loss), events=tuple(events))
+            if record.is_probe:
+                self.probes[-1] = record  # with the loss and the events, as the sinks got it
             self._emit(record)
         else:
             self._pending_loss = loss
@@ -592,6 +594,18 @@ class TemperatureMonitor:
         data = record.to_dict()
         for i, sink in enumerate(self.sinks):
             self._guard(i, sink.write, data)
+
+    def summary(self) -> dict[str, Any]:
+        """What a training record keeps: the settings, every probe record and the overhead."""
+        return {
+            "meta": dict(self.meta),
+            "steps": self._step,
+            "probes": [p.to_dict() for p in self.probes],
+            "monitor_seconds": self.monitor_seconds,
+            "train_seconds": self.train_seconds,
+            "overhead": self.overhead if self.train_seconds > 0 else None,
+            "sink_failures": self.sink_failures,
+        }
 
     @property
     def sink_failures(self) -> list[int]:
