@@ -224,20 +224,21 @@ def test_micro_batches_when_vmap_fails():
 
 @quiet
 def test_adaptive_cadence_keeps_the_budget():
-    """With every=None the monitor's time stays within budget x training time + one probe."""
+    """With every=None a probe runs only when it still fits in budget x training time."""
     model, x, y = make_problem(400)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     monitor = TemperatureMonitor(
-        model, opt, F.cross_entropy, probe=(x[:64], y[:64]), budget=0.5, log_every=1000
+        model, opt, F.cross_entropy, probe=(x[:64], y[:64]), budget=0.2, log_every=1000
     )
-    records = []
+    records, worst = [], 0.0
     for _ in range(300):
         time.sleep(0.002)  # a slower training step (data loading, a larger model)
         records += _loop(model, opt, x, y, 1, monitor=monitor)
-    assert records[0].is_probe  # the first probe comes after step 1
+        worst = max(worst, monitor.monitor_seconds - 0.2 * monitor.train_seconds)
+    assert not records[0].is_probe  # the first probe waits until it fits in the budget
     longest = max(p.probe_seconds for p in monitor.probes)
-    assert monitor.monitor_seconds <= 0.5 * monitor.train_seconds + 2 * longest
-    assert len(monitor.probes) >= 2
+    assert worst <= longest  # over budget by at most a misjudged probe
+    assert len(monitor.probes) >= 3
     assert monitor.overhead == monitor.monitor_seconds / monitor.train_seconds
 
 

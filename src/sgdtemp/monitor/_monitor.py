@@ -23,12 +23,8 @@ from torch import Tensor, nn
 
 from sgdtemp.curvature import ModelLoss
 from sgdtemp.errors import UserError
-from sgdtemp.monitor.noise_scale import (
-    MIN_UNITS,
-    NoiseScale,
-    batch_verdict,
-    measure_noise_scale,
-)
+from sgdtemp.monitor._attach import check_options, check_probe, first_line, map_groups, unit_size
+from sgdtemp.monitor.noise_scale import NoiseScale, batch_verdict, measure_noise_scale
 from sgdtemp.monitor.optimizer import OptimizerSettings, optimizer_param_groups, read_optimizer
 from sgdtemp.monitor.records import MonitorRecord
 from sgdtemp.monitor.sharpness import Sharpness, measure_sharpness
@@ -38,38 +34,16 @@ __all__ = ["TemperatureMonitor", "TemperatureWarning", "DEFAULT_BUDGET"]
 
 #: default share of the training time the probes may take (``every=None``)
 DEFAULT_BUDGET = 0.02
-#: units of a micro-batch estimate when per-example gradients are unavailable
-MICRO_UNITS = 16
+#: the first probe's cost in probe gradients (one is timed at attach): the per-example pass
+#: (~3), ~3 per Hessian-vector product, and the products a cold Lanczos start needs at
+#: ``lanczos_tol`` = 1e-2 (10 to 11 on the reference CNN; warm starts then take 4 to 7)
+PER_EXAMPLE_COST, HVP_COST, COLD_MATVECS = 3.0, 3.0, 12
 #: size of the random part mixed into the Lanczos warm start (relative to the unit vector)
 WARM_START_NOISE = 0.1
 
 
 class TemperatureWarning(UserWarning):
     """A one-line notice from the temperature monitor (each kind is issued once per monitor)."""
-
-
-def _probe_pair(probe: Any) -> tuple[Tensor, Tensor]:
-    if not (isinstance(probe, tuple | list) and len(probe) == 2):
-        raise UserError("probe must be a pair (x, y) of tensors")
-    x, y = probe
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise UserError("probe must be a pair (x, y) of tensors")
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-        raise UserError(
-            f"probe x and y must share their first (example) axis, got shapes {tuple(x.shape)} "
-            f"and {tuple(y.shape)}"
-        )
-    if x.shape[0] < 2 * MIN_UNITS:
-        raise UserError(
-            f"the probe needs at least {2 * MIN_UNITS} examples for a standard error, got "
-            f"{x.shape[0]} (64 to 512 is typical)"
-        )
-    return x, y
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 class TemperatureMonitor:
@@ -93,9 +67,13 @@ class TemperatureMonitor:
 
     **Cost.** A step costs microseconds. A probe costs one per-example gradient pass over the
     probe (``torch.func.vmap``) plus at most ``lanczos_iters`` Hessian-vector products (warm
-    started, usually far fewer), and a loss pass. With ``every=None`` probes are spaced so that
-    the monitor's time stays within ``budget`` of the training time (the first probe, after
-    step 1, included); ``every=N`` probes at steps N, 2N, ...
+    started: usually 3 to 7 after the first probe), and a loss pass. With ``every=None`` (the
+    default) a probe runs only when it fits: when the monitor's time so far plus the probe's
+    expected cost (the last probe's, or for the first one an estimate from one probe gradient
+    timed at attach) stays within ``budget`` times the training time so far. So the monitor
+    never takes more than about ``budget`` of the run, and probes come as often as that allows
+    (for the reference CNN, a 256-example probe costs about 50 training steps of 64 examples
+    when warm). ``every=N`` probes at steps N, 2N, ... whatever they cost.
 
     Args:
         model: the network being trained (its parameters are read, never written).
@@ -169,13 +147,13 @@ class TemperatureMonitor:
         meta: dict[str, Any] | None = None,
     ) -> None:
         start = time.perf_counter()
-        self._check_options(every, budget, batch_size, log_every, batch_factor, jump_factor)
-        if lanczos_iters < 1 or not 0 < lanczos_tol < 1:
-            raise UserError("lanczos_iters must be >= 1 and lanczos_tol in (0, 1)")
-        x, y = _probe_pair(probe)
+        check_options(
+            every, budget, batch_size, log_every, batch_factor, jump_factor, lanczos_iters,
+            lanczos_tol,
+        )  # fmt: skip
         groups = optimizer_param_groups(optimizer)
         self.settings: OptimizerSettings = read_optimizer(optimizer)
-        self._check_probe(model, loss_fn, x, y)
+        x, y = check_probe(model, loss_fn, probe)
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.every, self.budget, self.batch_size = every, float(budget), batch_size
         self.log_every, self.batch_factor = int(log_every), float(batch_factor)
@@ -185,9 +163,9 @@ class TemperatureMonitor:
         self.model_loss = ModelLoss(
             model, loss_fn, (x, y), hvp_mode="double_backward", batching="loop", taylor=False
         )
-        self._group_of = self._map_groups(groups)
+        self._group_of = map_groups(model, self.model_loss.names, groups)
         self._sizes = [sum(p.numel() for p in params) for params in groups]
-        self.unit_size = self._unit_size(per_example, x, y)
+        self.unit_size = unit_size(model, loss_fn, x, y, per_example)
         self._generator = torch.Generator().manual_seed(int(seed))
         self._vector: Tensor | None = None
         self._step = int(start_step)
@@ -210,85 +188,9 @@ class TemperatureMonitor:
                 raise UserError("hook=True needs batch_size (the hook cannot see the batch)")
             self._hook = optimizer.register_step_post_hook(self._on_optimizer_step)
         self._write_meta(meta or {})
+        self._next_cost = self._estimate_first_probe() if every is None else 0.0
         self._last_exit = time.perf_counter()
         self.monitor_seconds += self._last_exit - start
-
-    # ------------------------------------------------------------------ checks at attach time
-
-    @staticmethod
-    def _check_options(
-        every: int | None,
-        budget: float,
-        batch_size: int | None,
-        log_every: int,
-        batch_factor: float,
-        jump_factor: float,
-    ) -> None:
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)):
-            raise UserError(f"every must be a positive integer or None, got {every!r}")
-        if every is not None and every < 1:
-            raise UserError(f"every must be a positive integer or None, got {every}")
-        if not 0.0 < budget < 1.0:
-            raise UserError(f"budget must be a fraction in (0, 1), got {budget}")
-        if batch_size is not None and batch_size < 1:
-            raise UserError(f"batch_size must be positive, got {batch_size}")
-        if log_every < 1:
-            raise UserError(f"log_every must be positive, got {log_every}")
-        if not batch_factor > 1.0 or not jump_factor > 1.0:
-            raise UserError("batch_factor and jump_factor must be greater than 1")
-
-    @staticmethod
-    def _check_probe(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor) -> None:
-        """Run the loss on two probe examples: a probe the model cannot take fails here."""
-        first = next(iter(model.parameters()), None)
-        if first is None:
-            raise UserError("the model has no parameters")
-        xs = x[:2].to(first.device)
-        if xs.is_floating_point():
-            xs = xs.to(first.dtype)
-        flags = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            with torch.no_grad():
-                loss = loss_fn(model(xs), y[:2].to(first.device))
-        except Exception as err:  # any failure of the user's model on the probe
-            raise UserError(
-                f"the probe does not fit the model or the loss ({_first_line(err)})"
-            ) from err
-        finally:
-            for m, flag in flags:
-                m.training = flag
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise UserError("loss_fn must return a scalar tensor (the mean loss of its batch)")
-
-    def _map_groups(self, groups: list[list[Tensor]]) -> list[int]:
-        """Index of the optimizer group of each trainable model parameter (-1: not optimized)."""
-        index = {id(p): i for i, params in enumerate(groups) for p in params}
-        named = dict(self.model.named_parameters())
-        mine = {id(named[n]) for n in self.model_loss.names}
-        stray = [p for params in groups for p in params if id(p) not in mine]
-        if stray:
-            raise UserError(
-                f"the optimizer holds {len(stray)} tensors that are not trainable parameters of "
-                "the model; pass the model the optimizer trains"
-            )
-        return [index.get(id(named[n]), -1) for n in self.model_loss.names]
-
-    def _unit_size(self, per_example: bool | None, x: Tensor, y: Tensor) -> int:
-        micro = max(1, x.shape[0] // MICRO_UNITS)
-        if per_example is False:
-            return micro
-        try:
-            small = ModelLoss(self.model, self.loss_fn, (x[:2], y[:2]), taylor=False)
-            list(small.per_example_grads(small.flat_params()))
-        except Exception as err:  # vmap cannot run this model: fall back to micro-batches
-            if per_example:
-                raise UserError(
-                    f"per-example gradients (torch.func.vmap) fail on this model "
-                    f"({_first_line(err)}); use per_example=None for micro-batches"
-                ) from err
-            return micro
-        return 1
 
     def _write_meta(self, extra: dict[str, Any]) -> None:
         meta = {
@@ -389,7 +291,9 @@ class TemperatureMonitor:
             loss=None,
         )
         if self._probe_due(enter):
+            probe_start = time.perf_counter()
             record = self._probe(record, events)
+            self._next_cost = time.perf_counter() - probe_start  # the next one costs as much
         emit = record.is_probe or bool(events) or self._step % self.log_every == 0
         if emit:
             record = _replace(record, loss=_as_float(loss), events=tuple(events))
@@ -417,11 +321,24 @@ class TemperatureMonitor:
             )
 
     def _probe_due(self, now: float) -> bool:
+        """Fixed cadence, or: the next probe (at the last one's cost) still fits in the budget."""
         if self.every is not None:
             return self._step % self.every == 0
-        if not self.probes:
-            return True
-        return self.monitor_seconds <= self.budget * self.train_seconds
+        return self.monitor_seconds + self._next_cost <= self.budget * self.train_seconds
+
+    def _estimate_first_probe(self) -> float:
+        """Seconds the first probe will take, from one (warm) gradient over the probe."""
+        ml = self.model_loss
+        try:
+            theta = ml.flat_params()
+            ml.value_and_grad(theta)  # warm-up: the first functional call allocates
+            start = time.perf_counter()
+            ml.value_and_grad(theta)
+            grad = time.perf_counter() - start
+        except Exception:  # the probe's own error handling reports failures later
+            return 0.0
+        matvecs = min(self.lanczos_iters, COLD_MATVECS)
+        return grad * (PER_EXAMPLE_COST + HVP_COST * matvecs + 1.0)
 
     # ------------------------------------------------------------------ probe
 
@@ -435,13 +352,18 @@ class TemperatureMonitor:
         wd = torch.repeat_interleave(torch.tensor(wds, dtype=torch.float64), sizes)
         return lr.to(ml.device, ml.dtype), wd.to(ml.device, ml.dtype)
 
-    def _warm_start(self) -> Tensor | None:
+    def _warm_start(self) -> Tensor:
+        """Lanczos' start: the last probe's eigenvector plus a little noise, at first random.
+
+        Passing a start vector also makes Lanczos check convergence after every product, so a
+        probe spends only the products it needs (a handful when warm).
+        """
+        ml = self.model_loss
+        noise = torch.randn(ml.dim, generator=self._generator, dtype=torch.float64)
+        noise = (noise / torch.linalg.vector_norm(noise)).to(ml.device, ml.dtype)
         if self._vector is None:
-            return None
-        noise = torch.randn(
-            self._vector.shape, generator=self._generator, dtype=self._vector.dtype
-        ).to(self._vector.device)
-        return self._vector + WARM_START_NOISE * noise / torch.linalg.vector_norm(noise)
+            return noise
+        return self._vector + WARM_START_NOISE * noise
 
     def _attempt(self, what: str, step: int, events: list[str], fn: Callable[[], Any]) -> Any:
         """Run one part of the probe; a failure is an event (warned once), never an exception."""
@@ -449,7 +371,7 @@ class TemperatureMonitor:
             return fn()
         except Exception as err:  # never stop the user's training for a failed probe
             self._event(
-                what, f"{what} failed at step {step} ({_first_line(err)}); training goes on", events
+                what, f"{what} failed at step {step} ({first_line(err)}); training goes on", events
             )
             return None
 
@@ -583,7 +505,7 @@ class TemperatureMonitor:
             if kind not in self._warned:
                 self._warned.add(kind)
                 warnings.warn(
-                    f"sink {type(self.sinks[i]).__name__} failed ({_first_line(err)}); training "
+                    f"sink {type(self.sinks[i]).__name__} failed ({first_line(err)}); training "
                     "goes on and later records are still tried",
                     TemperatureWarning,
                     stacklevel=5,
