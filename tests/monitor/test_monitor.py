@@ -73,6 +73,17 @@ def test_training_is_bit_identical_with_and_without_the_monitor(hook):
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
+def test_a_hooked_monitor_warns_at_the_users_optimizer_step():
+    model, x, y = make_problem(300)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    TemperatureMonitor(
+        model, opt, F.cross_entropy, probe=(x[:64], y[:64]), every=1, hook=True, batch_size=64
+    )
+    with pytest.warns(TemperatureWarning, match="noise scale") as caught:
+        _loop(model, opt, x, y, 1, batch=64)
+    assert caught[0].filename == __file__
+
+
 @quiet
 def test_probe_records_and_log(tmp_path):
     model, x, y = make_problem(400)
@@ -139,6 +150,7 @@ def test_edge_of_stability_warns_once():
             opt.step()
             record = monitor.step(batch_size=16)
     assert sum("edge of stability" in str(w.message) for w in caught) == 1
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert abs(record.lr_lambda_max - lr * lam) <= record.lambda_max_residual + 1e-12
     assert record.stability_ratio == pytest.approx(1.2, rel=1e-3)
     assert any("edge of stability" in e for e in record.events)

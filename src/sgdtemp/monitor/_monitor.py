@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -494,7 +497,7 @@ class TemperatureMonitor:
         events.append(message)
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, TemperatureWarning, stacklevel=4)
+            warnings.warn(message, TemperatureWarning, stacklevel=_user_stacklevel())
 
     def _guard(self, i: int, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -508,7 +511,7 @@ class TemperatureMonitor:
                     f"sink {type(self.sinks[i]).__name__} failed ({first_line(err)}); training "
                     "goes on and later records are still tried",
                     TemperatureWarning,
-                    stacklevel=5,
+                    stacklevel=_user_stacklevel(),
                 )
 
     def _emit(self, record: MonitorRecord) -> None:
@@ -562,6 +565,27 @@ class TemperatureMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: where the monitor's own frames live: warnings point past them, at the user's line
+_INTERNAL = (
+    os.path.dirname(__file__),
+    os.path.dirname(os.path.dirname(__file__)) + os.sep + "integrations",
+    os.path.dirname(torch.optim.__file__),
+    os.path.dirname(torch.utils.hooks.__file__),
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside the monitor (and torch's optimizer hooks).
+
+    Warnings then point at the user's ``opt.step()`` or ``monitor.step()`` line.
+    """
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _as_float(loss: Any) -> float | None:
