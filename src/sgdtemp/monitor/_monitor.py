@@ -60,8 +60,9 @@ class TemperatureMonitor:
     parameter groups, $T = \eta(1-\tau)/(B(1-\beta))$ (``None`` with a note for Adam & co or
     when groups differ) and the SDE time $\sum\eta_k(1-\tau_k)/(1-\beta_k)$. On probe steps it
     adds, on the fixed ``probe`` batch (in eval mode), $B_{\rm noise}$ with its standard error
-    and the critical-batch verdict, $\eta\lambda_{\max}$ against the stability threshold
-    (2, $2(1+\beta)$ with momentum, Cohen et al.) and the noise floor $(T/4)\mathrm{tr}\,C$.
+    and 95 % interval and the critical-batch verdict, $\eta\lambda_{\max}$ against the
+    stability threshold (2, $2(1+\beta)$ with momentum, Cohen et al.) and the noise floor
+    $(T/4)\mathrm{tr}\,C$.
 
     It warns once per kind, in one line (:class:`TemperatureWarning`): $\eta\lambda_{\max}$ at or
     above its threshold, T changing by ``jump_factor`` or more in one step (a scheduler or a
@@ -91,7 +92,7 @@ class TemperatureMonitor:
             :class:`~sgdtemp.monitor.TensorBoardSink`, :class:`~sgdtemp.monitor.MLflowSink`).
         log_every: send a record every this many steps (probe steps and T jumps always).
         hook: run as a step hook of a ``torch.optim`` optimizer.
-        batch_factor: B above this times $B_{\rm noise}$ (beyond two standard errors) warns.
+        batch_factor: B above this times the upper end of $B_{\rm noise}$'s 95 % interval warns.
         jump_factor: T changing by this factor or more in one step warns.
         lanczos_iters: most Hessian-vector products per probe.
         lanczos_tol: relative Ritz residual at which Lanczos stops.
