@@ -7,7 +7,8 @@
 # Idempotent: the first call installs the system data packages (as root, through apt-get),
 # creates .venv, installs the CPU build of PyTorch when no torch is installed yet (a plain
 # `pip install torch` would pull a multi-GB CUDA build on a CPU-only machine) and installs
-# sgdtemp in editable mode with its dev tools and the optional Ray/Dask/Parquet extras. Later calls only run the command.
+# sgdtemp in editable mode with its dev tools and the optional Ray/Dask/Parquet/monitor extras
+# (keeping that torch). Later calls only run the command.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -42,7 +43,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "$VENV/bin/pip" install -q "$TORCH_CPU_PIN" >&2
   fi
-  "$VENV/bin/pip" install -q -e ".[dev,cluster,parquet]" >&2
+  # Extras that depend on torch (Lightning, accelerate) must keep the torch installed above (the
+  # CPU build), never pull another: pin the installed release (its +cpu local label matches).
+  torch_now=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
+  "$VENV/bin/pip" install -q -e ".[dev,cluster,parquet,monitor]" "torch==$torch_now" >&2
   echo "$want" > "$stamp"
 fi
 

@@ -14,6 +14,7 @@ MATH_LAYERS = [
     "sgdtemp.curvature",
     "sgdtemp.shift",
     "sgdtemp.train",
+    "sgdtemp.monitor",
 ]
 FORBIDDEN = [
     "matplotlib",
@@ -25,6 +26,11 @@ FORBIDDEN = [
     "sgdtemp.storage",
     "sgdtemp.plotting",
     "sgdtemp.experiments",
+    # the monitor's sinks and integrations import these only when they are made
+    "mlflow",
+    "tensorboard",
+    "lightning",
+    "transformers",
 ]
 
 

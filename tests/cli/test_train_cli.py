@@ -263,3 +263,31 @@ def test_console_script_subprocess(tmp_path):
     record = json.loads(proc.stdout)
     assert record["status"] == "ok"
     assert (out / "checkpoint.pt").is_file() and (out / "record.json").is_file()
+
+
+@needs_fmnist
+@pytest.mark.filterwarnings("ignore::sgdtemp.monitor.TemperatureWarning")
+def test_train_with_the_monitor_writes_its_log_and_record(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = _run(
+        capsys, *SMALL, "--model", "mlp", "--width", "16", "--lr", "0.1", "--batch-size", "20",
+        "--epochs", "2", "--monitor", "--monitor-every", "5", "--monitor-probe", "64",
+        "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    record = json.loads(stdout)
+    probes = record["monitor"]["probes"]
+    assert [p["step"] for p in probes] == [5, 10, 15, 20, 25, 30]
+    assert probes[0]["temperature"] == pytest.approx(0.1 / 20)
+    lines = (out / "monitor.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["meta"]["probe_examples"] == 64
+    assert main(["monitor", str(out / "monitor.jsonl"), "--out", str(out / "page")]) == 0
+    assert (out / "page" / "monitor.html").is_file()
+
+
+def test_monitor_every_needs_monitor(tmp_path, capsys):
+    code, stdout, stderr = _run(
+        capsys, *SMALL, "--model", "mlp", "--lr", "0.1", "--batch-size", "10", "--epochs", "1",
+        "--monitor-every", "5", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2 and "--monitor-every needs --monitor" in stderr

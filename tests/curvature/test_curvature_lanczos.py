@@ -59,6 +59,28 @@ def test_top_eigenpairs_of_a_known_spectrum():
     assert pairs.num_matvecs < d
 
 
+def test_warm_start_converges_in_few_products():
+    """A start vector near the top eigenvector (a slightly perturbed operator) needs few steps."""
+    d = 300
+    lam = torch.cat(
+        [torch.tensor([40.0, 25.0], dtype=torch.float64), torch.linspace(-2.0, 10.0, d - 2)]
+    ).double()
+    a, q = _with_spectrum(lam, seed=7)
+    cold = top_eigenvalues(a, 1, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    bump = torch.randn(d, d, generator=gen, dtype=torch.float64)
+    moved = a + 0.05 * (bump + bump.T) / 2
+    truth = float(torch.linalg.eigvalsh(moved)[-1])
+    warm = top_eigenvalues(
+        moved, 1, tol=1e-6, v0=cold.vectors[:, 0], generator=torch.Generator().manual_seed(2)
+    )
+    fresh = top_eigenvalues(moved, 1, tol=1e-6, generator=torch.Generator().manual_seed(2))
+    assert warm.converged and fresh.converged
+    assert float(warm.values[0]) == pytest.approx(truth, rel=1e-9)
+    assert warm.num_matvecs < fresh.num_matvecs / 2
+    assert warm.num_matvecs >= 3  # at least k + 2 products before the first check
+
+
 def test_largest_algebraic_not_largest_magnitude():
     lam = torch.tensor([-10.0, -9.0, 1.0, 2.0, 3.0], dtype=torch.float64)
     a, _ = _with_spectrum(lam, seed=5)

@@ -25,6 +25,7 @@ COMMANDS = (
     "curvature",
     "shift",
     "scale",
+    "monitor",
     "sweep",
     "report",
     "reproduce",

@@ -2,7 +2,8 @@
 
 Every input is checked (and the data loaded) before training starts; mistakes give one line and
 exit code 2. Writes ``DIR/checkpoint.pt`` (:func:`sgdtemp.train.save_checkpoint`, with the full
-data and training config) and ``DIR/record.json``; ``--json`` prints the record.
+data and training config) and ``DIR/record.json``; ``--json`` prints the record. ``--monitor``
+runs the temperature monitor (:mod:`sgdtemp.monitor`) and writes ``DIR/monitor.jsonl``.
 """
 
 from __future__ import annotations
@@ -106,12 +107,28 @@ def register(subparsers: Any) -> None:
         type=float,
         help="loss that counts as divergence (default: 100 x max(initial loss, 1))",
     )
+    parser.add_argument(
+        "--monitor",
+        action="store_true",
+        help="run the temperature monitor (noise scale, lambda_max against 2(1+momentum)/lr): "
+        "DIR/monitor.jsonl, its probes in the record; draw it with `sgdtemp monitor`",
+    )
+    parser.add_argument(
+        "--monitor-every",
+        type=int,
+        metavar="N",
+        help="probe every N steps (default: within 2%% of the training time)",
+    )
+    parser.add_argument(
+        "--monitor-probe", type=int, default=256, metavar="K", help="probe examples (default 256)"
+    )
     add_output_args(parser, out_required=True)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the inputs, load the data, train, write the checkpoint and the record."""
+    import dataclasses
     import warnings
 
     import torch
@@ -162,6 +179,13 @@ def run(args: argparse.Namespace) -> int:
         require_positive("--divergence-bound", args.divergence_bound)
     check_out_dir(args.out)
     device = resolve_device(args.device)
+    monitor = None
+    if args.monitor:
+        from sgdtemp.monitor import MonitorOptions
+
+        monitor = MonitorOptions(probe_size=args.monitor_probe, every=args.monitor_every)
+    elif args.monitor_every is not None:
+        raise UserError("--monitor-every needs --monitor")
     options = FitOptions(
         lr=args.lr,
         batch_size=args.batch_size,
@@ -224,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"sgdtemp train: warning: {warning.message}", file=sys.stderr)
     out = ensure_out_dir(args.out)
+    if monitor is not None:
+        monitor = dataclasses.replace(monitor, jsonl=str(out / "monitor.jsonl"))
     data_root = None if args.data_root is None else str(Path(args.data_root).resolve())
     config = {
         "dataset": splits.train.name.split(":")[0],  # the registry spelling
@@ -267,7 +293,9 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1 if p.epoch > 0 else 0)
 
     try:
-        result = fit(model, splits.train, options, eval_sets=evals, callback=progress)
+        result = fit(
+            model, splits.train, options, eval_sets=evals, callback=progress, monitor=monitor
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -318,4 +346,6 @@ def run(args: argparse.Namespace) -> int:
             f"{'; '.join(parts)}"
         )
         print(f"wrote {checkpoint} and {out / 'record.json'}")
+        if monitor is not None:
+            print(f"monitor log {monitor.jsonl}: `sgdtemp monitor {monitor.jsonl} --out DIR`")
     return 0

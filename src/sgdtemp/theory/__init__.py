@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     )
     from sgdtemp.theory.lyapunov import lyapunov_continuous, lyapunov_discrete, stationary_bias
     from sgdtemp.theory.scaling import ScaleAdvice, scale_learning_rate
+    from sgdtemp.theory.stability import effective_lr_factor, stability_threshold
     from sgdtemp.theory.stationary_1d import (
         Stationary1D,
         basin_probability,
@@ -78,6 +79,9 @@ __all__ = [
     # scaling the learning rate with the batch size
     "ScaleAdvice",
     "scale_learning_rate",
+    # linear stability with momentum (edge of stability)
+    "stability_threshold",
+    "effective_lr_factor",
     # 1-D stationary law (Fokker–Planck, exact)
     "Stationary1D",
     "stationary_density_1d",
@@ -182,6 +186,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("lyapunov_continuous", "lyapunov_discrete", "stationary_bias"), "lyapunov"),
     **dict.fromkeys(("ScaleAdvice", "scale_learning_rate"), "scaling"),
+    **dict.fromkeys(("effective_lr_factor", "stability_threshold"), "stability"),
     **dict.fromkeys(
         (
             "Stationary1D",

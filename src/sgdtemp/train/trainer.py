@@ -59,6 +59,7 @@ from sgdtemp.train.stationary_run import StationaryTracker
 
 if TYPE_CHECKING:
     from sgdtemp.data import ImageDataset
+    from sgdtemp.monitor import MonitorOptions
 
 __all__ = [
     "DEFAULT_DIVERGENCE_FACTOR",
@@ -137,6 +138,8 @@ class TrainResult:
             ``{set: {"loss", "stderr", "at_mean"}}``; None when not stationary.
         stationary_mean: the window's mean weights $\bar\theta$, flat (not in :meth:`to_dict`).
         stationary_iterates: the reservoir's iterates ``(k, d)`` (not in :meth:`to_dict`).
+        monitor: the temperature monitor's summary when ``fit`` ran one (its settings, every
+            probe record, its overhead; :meth:`sgdtemp.monitor.TemperatureMonitor.summary`).
     """
 
     status: str
@@ -161,6 +164,7 @@ class TrainResult:
     expectations: dict[str, dict[str, float]] | None = None
     stationary_mean: torch.Tensor | None = field(default=None, repr=False)
     stationary_iterates: torch.Tensor | None = field(default=None, repr=False)
+    monitor: dict[str, Any] | None = None
 
     @property
     def confounds_temperature(self) -> bool:
@@ -182,7 +186,7 @@ class TrainResult:
             >>> sorted(r.to_dict())[:5]
             ['batch_size', 'confounders', 'confounds_temperature', 'device', 'divergence_bound']
         """
-        return {
+        out: dict[str, Any] = {
             "status": self.status,
             "reason": self.reason,
             "temperature": self.temperature,
@@ -202,6 +206,9 @@ class TrainResult:
             "epochs": self.epochs,
             **self._stationary_dict(),
         }
+        if self.monitor is not None:
+            out["monitor"] = self.monitor
+        return out
 
     def _stationary_dict(self) -> dict[str, Any]:
         if self.stationary is None:
@@ -412,6 +419,7 @@ def fit(
     eval_sets: Mapping[str, Data] | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[Progress], None] | None = None,
+    monitor: MonitorOptions | None = None,
     **fields: Any,
 ) -> TrainResult:
     r"""Train ``model`` in place with plain SGD at a constant learning rate on cross-entropy.
@@ -426,6 +434,9 @@ def fit(
         eval_sets: name -> data evaluated before training and after every epoch.
         generator: CPU generator of the data order (instead of the options' ``seed``).
         callback: called with a :class:`Progress` after each epoch's evaluation.
+        monitor: run the temperature monitor (:class:`sgdtemp.monitor.MonitorOptions`) on a
+            probe from the training set; its records are in the result's ``monitor`` (and its
+            JSONL log). Off by default: the step loop then pays one ``None`` check.
         **fields: fields of :class:`~sgdtemp.train.options.FitOptions` overriding ``options``,
             for a quick call (``fit(model, (x, y), lr=0.1, batch_size=32, epochs=3)``).
 
@@ -465,6 +476,7 @@ def fit(
     n = int(y.shape[0])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    watch = None if monitor is None else monitor.attach(model, opt, x, y, meta={"trainer": "fit"})
 
     def measure(epoch: int, step: int) -> dict[str, Any]:
         metrics = {"train": evaluate(model, x, y, batch_size=eval_batch_size)}
@@ -496,6 +508,8 @@ def fit(
         for batch in order:  # (B,) example indices
             loss = F.cross_entropy(model(x.index_select(0, batch)), y.index_select(0, batch))
             opt.step(torch.autograd.grad(loss, params))
+            if watch is not None:
+                watch.step(batch_size, loss=loss)
             worst = torch.maximum(worst, loss.detach())
             step += 1
             if step % CHECK_EVERY == 0:
@@ -520,6 +534,8 @@ def fit(
         reason = _divergence(records[-1]["train"]["loss"], bound, step)
         if tracker is not None and tracker.finished(step, epoch):
             break
+    if watch is not None:
+        watch.close()
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     stationary = expected = None
     outcome = None
@@ -554,4 +570,5 @@ def fit(
         expectations=expected,
         stationary_mean=None if outcome is None else outcome.mean,
         stationary_iterates=None if outcome is None else outcome.iterates,
+        monitor=None if watch is None else watch.summary(),
     )
