@@ -37,6 +37,7 @@ def test_isotropic_double_well_matches_gibbs(capsys: pytest.CaptureFixture[str])
     assert probs[1] > probs[0]  # t < 0: the right basin is deeper
     assert out["mass_error"] < 1e-8
     assert out["detailed_balance"] and out["max_current"] < 1e-10
+    assert out["trusted"] and out["wall_sensitivity"] < 1e-9 and out["limited_cells"] == 0
     assert out["params"]["t"] == -0.2 and out["sigma"] == 1.2
     basin = out["basins"][1]
     assert len(basin["location"]) == 2 and len(basin["hessian_eigenvalues"]) == 2
@@ -95,6 +96,37 @@ def test_same_seed_same_answer(capsys: pytest.CaptureFixture[str]) -> None:
     a, b = run_json(capsys, *argv, "--seed", "1"), run_json(capsys, *argv, "--seed", "1")
     c = run_json(capsys, *argv, "--seed", "2")
     assert a["basins"] == b["basins"] and a["basins"] != c["basins"]
+
+
+def test_issue_18_law_is_flagged_as_depending_on_the_walls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Data noise at T = 0.5: no-flux and projecting walls give basin masses 0.03 apart."""
+    assert (
+        main(
+            [
+                "stationary",
+                "--landscape",
+                "double-well-2d",
+                "--noise",
+                "data",
+                "--temperature",
+                "0.5",
+                "--grid",
+                "60",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert not out["trusted"] and out["wall_sensitivity"] > 0.02 and out["walls"] == "no-flux"
+    left = out["basins"][0]
+    assert left["probability_projected"] - left["probability"] > 0.02
+    assert out["limited_flux_ratio"] > 0 and out["wall_flux_ratio"] > 0
+    assert "not trusted" in captured.err and "walls" in captured.err
+    assert len(captured.err.strip().splitlines()) <= 2  # one line per warning
 
 
 def test_one_dimensional_family_uses_exact_law(capsys: pytest.CaptureFixture[str]) -> None:

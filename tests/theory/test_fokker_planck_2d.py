@@ -13,7 +13,6 @@ from sgdtemp.theory.fokker_planck_2d import (
     MAX_WIDTH,
     FokkerPlanck2D,
     Grid2D,
-    _gth_stationary,
     auto_domain,
     effective_potential,
     fokker_planck_from_landscape,
@@ -21,6 +20,7 @@ from sgdtemp.theory.fokker_planck_2d import (
     stationary_2d,
     steepest_descent_basins,
 )
+from sgdtemp.theory.fokker_planck_2d.linalg import _gth_stationary
 from sgdtemp.theory.kramers import mean_first_passage_time_1d
 
 # Detailed balance holds exactly on the nodes for constant isotropic noise; what is left is the

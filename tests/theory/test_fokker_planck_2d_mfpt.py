@@ -25,10 +25,9 @@ from sgdtemp.landscapes.double_well_2d import DoubleWell2D
 from sgdtemp.theory.fokker_planck_2d import (
     FokkerPlanck2D,
     Grid2D,
-    _gth_factor,
-    _gth_stationary,
     fokker_planck_from_landscape,
 )
+from sgdtemp.theory.fokker_planck_2d.linalg import _gth_factor, _gth_stationary
 from sgdtemp.theory.kramers import mean_first_passage_time_1d
 
 TILT = -0.1  # the right basin is the deeper one

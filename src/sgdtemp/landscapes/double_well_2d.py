@@ -221,6 +221,17 @@ class DoubleWell2D(AbstractLandscape):
         eye = torch.eye(2, dtype=theta.dtype, device=theta.device)
         return (self.sigma**2 * eye).expand(*theta.shape[:-1], 2, 2)
 
+    def feature_model(self) -> tuple[float, np.ndarray, np.ndarray]:
+        r"""``(g, w, Sigma)`` with $\nabla L = J w$ and $C = J\Sigma J^\top$ in the nine features.
+
+        $J(\theta)$ ``(2, 9)`` is the feature Jacobian (module docstring); $w$ ``(9,)`` and
+        $\Sigma$ ``(9, 9)`` are float64: the coefficients of $U$ and $\sigma^2$ on the two tilts.
+        """
+        w = np.array([1.0, 0.0, -2.0, self.t, 1.0, 0.5, 0.0, 0.0, 0.0])
+        cov = np.zeros((N_FEATURES, N_FEATURES))
+        cov[3, 3] = cov[8, 8] = self.sigma**2
+        return self.g, w, cov
+
     def minimizers(self) -> Tensor:
         r"""The two minima $(x_\pm, 0)$, roots of $4x^3 - 4x + t$, ``(2, 2)`` float64."""
         xs = _critical_x(self.t)[[0, 2]]
@@ -289,6 +300,14 @@ class DoubleWell2DLoss(_FeatureLoss, AbstractPerExampleLoss):
                 "translation scale"
             )
         return theta[theta[:, 0].argsort()]
+
+    def feature_model(self) -> tuple[float, np.ndarray, np.ndarray]:
+        r"""``(g, w, Sigma)`` with $\nabla L = J w$ and $C = J\Sigma J^\top$ in the nine features.
+
+        $w$ is the mean and $\Sigma$ the population covariance of the per-example coefficients
+        (float64 arrays ``(9,)`` and ``(9, 9)``).
+        """
+        return self.g, self._w_mean.numpy().copy(), self.coefficient_cov.numpy().copy()
 
     def noise_cov(self, theta: Tensor) -> Tensor:
         """Exact population covariance of the per-example gradients, ``(..., 2, 2)``."""

@@ -488,12 +488,14 @@ def plot_stationary_checks(summary: Mapping[str, Any]) -> Figure | None:
         "gibbs": ("C3--", "Gibbs in L"),
         "laplace": ("C1:", "Laplace"),
         "fokker_planck_data": ("C0-o", "FP, data noise"),
+        "fokker_planck_data_untrusted": ("C0x", "FP, data noise: depends on the box's walls"),
         "gibbs_data": ("C0:", "Gibbs in L, data noise"),
     }
     temps = np.asarray(curves["temperatures"], dtype=float)
     for name, (fmt, label) in styles.items():
-        if name in curves:
-            ax.plot(np.log2(temps), curves[name], fmt, label=label, ms=3)
+        if name in curves and any(v is not None for v in curves[name]):
+            values = np.asarray(curves[name], dtype=float)  # None (left out) -> NaN
+            ax.plot(np.log2(temps), values, fmt, label=label, ms=3)
     tc = summary.get("crossover_temperature")
     if tc and math.isfinite(tc):
         ax.axvline(math.log2(tc), color="C1", lw=0.8, ls="-.", label=f"Laplace T_c = {tc:.3g}")

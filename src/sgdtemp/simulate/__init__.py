@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sgdtemp.simulate._sampling import minibatch_indices
 from sgdtemp.simulate._trajectory import Trajectory
+from sgdtemp.simulate.reflected import ReflectedRun, run_reflected_sde
 from sgdtemp.simulate.sde import run_sde
 from sgdtemp.simulate.sgd import run_sgd
 from sgdtemp.simulate.tabulated import Tabulated1D
@@ -17,4 +18,7 @@ __all__ = [
     # diffusion approximation (Euler–Maruyama)
     "run_sde",
     "Tabulated1D",
+    # the diffusion reflected in a box (adaptive steps)
+    "run_reflected_sde",
+    "ReflectedRun",
 ]

@@ -5,8 +5,9 @@ One step is
 $$\theta_{k+1} = \theta_k - \nabla L(\theta_k)\,dt + \sqrt{T\,dt}\;C(\theta_k)^{1/2} z_k,\qquad
 z_k \sim \mathcal N(0, I),$$
 
-with $C^{1/2}$ the square root for $d = 1$ and, for $d > 1$, the Cholesky factor (or the symmetric
-square root by ``eigh`` where $C$ is singular): any $S$ with $SS^\top = C$ gives the same law.
+with $C^{1/2}$ the square root for $d = 1$, the symmetric square root in closed form for $d = 2$
+(:func:`noise_factor`), and for $d > 2$ the Cholesky factor (or the symmetric square root by
+``eigh`` where $C$ is singular): any $S$ with $SS^\top = C$ gives the same law.
 With ``dt`` equal to the SGD learning rate one SDE step stands for one SGD step at temperature
 $T = \eta/B$ (:func:`sgdtemp.theory.temperature`).
 
@@ -29,7 +30,7 @@ from sgdtemp.landscapes._base import AbstractLandscape
 from sgdtemp.simulate._trajectory import Recorder, Trajectory, check_count, check_theta0
 from sgdtemp.simulate.tabulated import Tabulated1D
 
-__all__ = ["run_sde"]
+__all__ = ["run_sde", "noise_factor"]
 
 # Normal draws generated at once (amortizes the per-call cost over many steps).
 _NOISE_BLOCK_ELEMENTS = 1 << 18
@@ -38,8 +39,33 @@ _NOISE_BLOCK_ELEMENTS = 1 << 18
 _NOISE_DTYPE = torch.float32
 
 
-def _noise_factor(cov: Tensor) -> Tensor:
-    r"""A factor $S$ with $SS^\top = C$: Cholesky, or the symmetric root where $C$ is singular."""
+def noise_factor(cov: Tensor) -> Tensor:
+    r"""A factor $S$ with $SS^\top = C$ for positive semi-definite ``cov`` ``(n, d, d)``.
+
+    For $d = 1$ the square root; for $d = 2$ the symmetric root in closed form,
+    $\sqrt C = (C + sI)/\sqrt{\operatorname{tr}C + 2s}$ with $s = \sqrt{\det C}$
+    (Cayley–Hamilton; exact for every PSD $C$, and 0 for $C = 0$), a few
+    elementwise operations instead of a batched factorization; for $d > 2$ Cholesky, or the
+    symmetric root by ``eigh`` where $C$ is singular.
+
+    Example:
+        >>> c = torch.tensor([[[2.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+        >>> s = noise_factor(c)
+        >>> bool(torch.allclose(s @ s.mT, c, atol=1e-6))
+        True
+    """
+    if cov.shape[-1] == 1:
+        return cov.clamp_min(0.0).sqrt()
+    if cov.shape[-1] == 2:
+        a, b, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
+        s = (a * c - b * b).clamp_min(0.0).sqrt()
+        t = (a + c + 2.0 * s).sqrt()
+        inv = torch.where(t > 0, 1.0 / t.clamp_min(1e-300), 0.0)
+        root = torch.stack(
+            [torch.stack([(a + s) * inv, b * inv], -1), torch.stack([b * inv, (c + s) * inv], -1)],
+            -2,
+        )
+        return root
     factor, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):
         evals, evecs = torch.linalg.eigh(cov)
@@ -65,7 +91,7 @@ class _ExactStepper:
         if theta.shape[1] == 1:
             kick = cov[:, 0].clamp_min(0.0).sqrt() * z
         else:
-            kick = (_noise_factor(cov) @ z.unsqueeze(-1)).squeeze(-1)
+            kick = (noise_factor(cov) @ z.unsqueeze(-1)).squeeze(-1)
         theta.add_(drift, alpha=-self.dt).add_(kick, alpha=self.scale)
 
     def state(self) -> Tensor:
