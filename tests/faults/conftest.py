@@ -68,4 +68,7 @@ def assets(tmp_path_factory) -> Path:
         "[grid]\nlrs = [0.1]\nbatch_sizes = [16]\n"
     )
     (folder / "a_file.txt").write_text("a user's file\n")
+    (folder / "monitor.jsonl").write_text(  # a monitor log: step records as JSONLSink writes them
+        "".join(f'{{"step": {k}, "temperature": 0.003125, "lr": 0.1}}\n' for k in range(1, 4))
+    )
     return folder

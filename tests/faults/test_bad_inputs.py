@@ -91,6 +91,21 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tm-out-file", ["two-minima", "--quick", "--out", "{a}/a_file.txt"], "not a folder"),
     ("tm-out-read-only", ["two-minima", "--quick", "--out", READ_ONLY + "/o"], "not writable"),
     # ---------------------------------------------------------------- stationary
+    ("mon-missing-log", ["monitor", "{t}/nope.jsonl", "--out", "{t}/o"], "no such log file"),
+    ("mon-not-a-log", ["monitor", "{a}/spec.toml", "--out", "{t}/o"], "no monitor records"),
+    ("mon-out-empty", ["monitor", "{a}/monitor.jsonl", "--out", ""], "empty path"),
+    ("mon-out-file", ["monitor", "{a}/monitor.jsonl", "--out", "{a}/a_file.txt"], "not a folder"),
+    ("mon-out-read-only", ["monitor", "{a}/monitor.jsonl", "--out", READ_ONLY + "/o"], "writable"),
+    (
+        "train-monitor-every-0",
+        [*TRAIN_OK, "--monitor", "--monitor-every", "0", "--out", "{t}/o"],
+        "--monitor-every",
+    ),
+    (
+        "train-monitor-probe-0",
+        [*TRAIN_OK, "--monitor", "--monitor-probe", "0", "--out", "{t}/o"],
+        "--monitor-probe",
+    ),
     ("st-landscape", ["stationary", "--landscape", "nope", "--temperature", "1"], "nope"),
     ("st-temperature-0", [*STAT[:3], "--temperature", "0"], "--temperature"),
     ("st-temperature-nan", [*STAT[:3], "--temperature", "nan"], "--temperature"),

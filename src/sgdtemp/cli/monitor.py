@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from sgdtemp.cli._common import emit_json, ensure_out_dir
+from sgdtemp.cli._common import check_out_dir, emit_json, ensure_out_dir, nonempty_path
 
 __all__ = ["register", "run"]
 
@@ -22,8 +21,12 @@ def register(subparsers: Any) -> None:
         "every step, the gradient noise scale with its 95%% interval against the batch size, "
         "lr*lambda_max against its stability threshold, the loss and the noise floor.",
     )
-    parser.add_argument("log", type=Path, metavar="LOG.jsonl", help="the monitor's JSONL log")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "log", type=nonempty_path, metavar="LOG.jsonl", help="the monitor's JSONL log"
+    )
+    parser.add_argument(
+        "--out", type=nonempty_path, required=True, metavar="DIR", help="output folder"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary on stdout")
     parser.set_defaults(handler=run)
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from sgdtemp.report.monitor_page import build_monitor_page
 
     read_log(args.log)  # a bad log is a one-line error before the output folder is made
+    check_out_dir(args.out)
     out = ensure_out_dir(args.out)
     page = build_monitor_page(args.log, out)
     if args.json:

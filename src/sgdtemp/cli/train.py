@@ -183,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
     if args.monitor:
         from sgdtemp.monitor import MonitorOptions
 
+        if args.monitor_every is not None and args.monitor_every < 1:
+            raise UserError(f"--monitor-every {args.monitor_every}: give a positive step count")
+        if args.monitor_probe < 1:
+            raise UserError(f"--monitor-probe {args.monitor_probe}: give a positive example count")
         monitor = MonitorOptions(probe_size=args.monitor_probe, every=args.monitor_every)
     elif args.monitor_every is not None:
         raise UserError("--monitor-every needs --monitor")
