@@ -150,8 +150,9 @@ PROFILES: dict[str, Profile] = {
         "full.toml",
         "full",
         StationaryConfig(grid=120, sgd_chains=2048, sgd_steps=2000),
-        ShiftOptions(examples=5000, max_iters=30, max_cg_iters=50),
-        "CIFAR-10 ResNet from --data-root, 75 runs at the paper's scale (GPU when present)",
+        None,
+        "CIFAR-10 GroupNorm ResNet from --data-root with weight decay, until stationary, "
+        "60 runs (GPU when present)",
         needs_data_root=True,
     ),
 }

@@ -115,6 +115,7 @@ _SHIFT_KEYS = {
     "rel_grad_tol": "num>0",
     "top_k": "int>=0",
     "seed": "int>=0",
+    "smoothing": "choice:auto,off",
 }
 
 # [measure.mechanisms]: the decomposition of a stationary run's expected eval objective
@@ -123,6 +124,8 @@ _MECHANISMS_KEYS = {
     "eval_sets": "list:str",
     "seeds": "list:int>=0",
     "examples": "int>0",
+    "train_examples": "int>0",
+    "smoothing": "choice:auto,off",
     "batch_size": "int>0",
     "method": "choice:newton_cg,lbfgs",
     "max_iters": "int>0",
@@ -131,8 +134,13 @@ _MECHANISMS_KEYS = {
     "rel_grad_tol": "num>0",
 }
 
-#: Defaults of the ``[measure.mechanisms]`` options.
+#: Defaults of the ``[measure.mechanisms]`` options (``train_examples``: the whole training set).
+#: Smoothing is off: on the quick profile's Fashion-MNIST MLP (T = 1/1024, B = 16, seed 0) the
+#: continuation's first stage (softplus, beta = 10) carried the descent from the window mean to a
+#: point 3.9 away (|theta-bar| = 4.0), where the quadratic sum missed the measured gap 15-fold;
+#: on the network as it is, the descent stayed 0.74 away and the sum came within 6 %.
 MECHANISMS_DEFAULTS: Mapping[str, Any] = {
+    "smoothing": "off",
     "examples": 1000,
     "batch_size": 500,
     "method": "newton_cg",
