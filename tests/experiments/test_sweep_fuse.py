@@ -151,3 +151,14 @@ def test_fused_sweep_gives_the_store_of_the_one_by_one_sweep(tmp_path):
                 assert b[name]["loss"] == pytest.approx(a[name]["loss"], rel=RTOL_FUSED)
     assert statuses == {"ok", "diverged"}  # lr 30 diverges inside its group, the others go on
     assert json.dumps(stores[None][key].config) == json.dumps(stores["off"][key].config)
+
+
+def test_rule_keeps_every_worker_busy():
+    from sgdtemp.experiments.fuse import _balanced
+
+    # the quick profile: three batch sizes x 12 runs on two workers
+    assert _balanced([12, 12, 12], 2, 16) == 6  # 6 tasks, 3 per worker (K = 12: one idles)
+    assert _balanced([12, 12, 12], 3, 16) == 12  # one group per worker
+    assert _balanced([40], 2, 16) == 11  # FUSE_MAX first, then 11, 11, 11, 7: 91 % busy
+    assert _balanced([5], 4, 16) == 3  # never below half the largest K: 2 tasks, 42 % busy
+    assert _balanced([7, 1], 2, 3) == 3  # the memory bound, and halving would not help

@@ -69,10 +69,10 @@ def fuse_size(jobs: Sequence[Job], *, workers: int, fuse: int | str | None = Non
 
     ``"off"`` (or 1): every run on its own. An integer: that many, checked against memory.
     ``None`` / ``"auto"``: the rule. Runs of one group (same model, data, batch size, device)
-    train together; with fewer groups than ``workers`` each group is split so that every worker
-    gets one, and no group holds more than :data:`FUSE_MAX` runs or more than its share of
-    memory (:data:`FUSE_MEMORY_SHARE` of what is available, split over the workers, each run
-    costing its task's ``memory_bytes()``, e.g.
+    train together; groups are split so that the tasks keep every worker busy (the largest K
+    with the workers busy 90 % of the time, see :func:`_balanced`), and no task holds more than
+    :data:`FUSE_MAX` runs or more than its share of memory (:data:`FUSE_MEMORY_SHARE` of what
+    is available, split over the workers, each run costing its task's ``memory_bytes()``, e.g.
     :meth:`~sgdtemp.experiments.sweep.TrainTask.memory_bytes`).
 
     Raises:
@@ -102,6 +102,32 @@ def fuse_size(jobs: Sequence[Job], *, workers: int, fuse: int | str | None = Non
                 f"most --fuse {fits}"
             )
         return fuse
-    largest = max(groups.values())
-    share = math.ceil(max(workers, 1) / len(groups))  # tasks per group to busy every worker
-    return max(1, min(math.ceil(largest / share), FUSE_MAX, fits))
+    return _balanced(
+        list(groups.values()), max(workers, 1), min(max(groups.values()), FUSE_MAX, fits)
+    )
+
+
+def _balanced(sizes: list[int], workers: int, most: int) -> int:
+    """The largest K <= ``most`` whose tasks keep the workers busy (at least 90 % of the time).
+
+    Groups of ``sizes`` runs split into tasks of at most K runs; counting a task's cost as its
+    K runs, the workers are busy ``sum(sizes) / (workers * ceil(tasks / workers) * K)`` of the
+    time. Three groups of 12 on two workers: K = 12 leaves one worker idle for the last task
+    (75 % busy), K = 6 gives each three tasks (100 %). K goes down to half of ``most`` at the
+    least (fusing is what makes a task cheap); when none reaches 90 %, the busiest of those.
+
+    Example:
+        >>> _balanced([12, 12, 12], 2, 16), _balanced([8, 8], 2, 16), _balanced([12], 2, 16)
+        (6, 8, 6)
+    """
+    total = sum(sizes)
+    most = max(min(most, max(sizes)), 1)
+    best, best_busy = most, 0.0
+    for k in range(most, math.ceil(most / 2) - 1, -1):
+        tasks = sum(math.ceil(n / k) for n in sizes)
+        busy = total / (workers * math.ceil(tasks / workers) * k)
+        if busy >= 0.9:
+            return k
+        if busy > best_busy + 1e-12:
+            best, best_busy = k, busy
+    return best
