@@ -123,6 +123,8 @@ def test_mlp_layout():
     ]
     linear = build_model("mlp", in_shape=(1, 3, 3), n_classes=4, depth=0)
     assert [tuple(p.shape) for p in linear.parameters()] == [(4, 9), (4,)]
+    smooth = build_model("mlp", in_shape=(1, 3, 3), n_classes=4, activation="softplus")
+    assert [type(m) for m in smooth] == [nn.Flatten, nn.Linear, nn.Softplus, nn.Linear]
 
 
 @pytest.mark.parametrize("norm", ["none", "group", "batch"])
@@ -154,6 +156,7 @@ def test_batchnorm_variant_warns_and_is_flagged(name):
         ("mlp", {"widht": 3}, "bad option"),
         ("mlp", {"width": 0}, "width"),
         ("mlp", {"norm": "group"}, "norm"),
+        ("mlp", {"activation": "gelu"}, "activation"),
         ("cnn", {"norm": "layer"}, "norm"),
         ("resnet", {"blocks": 0}, "blocks"),
     ],

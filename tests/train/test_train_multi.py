@@ -9,7 +9,7 @@ from sgdtemp.train import multi
 from sgdtemp.train.models import build_model
 from sgdtemp.train.multi import CONV_FUSED_MAX_WORK, FUSED_MAX_WORK, fit_many, fused_path_applies
 from sgdtemp.train.options import FitOptions
-from sgdtemp.train.stacked import mlp_plan
+from sgdtemp.train.stacked import StackedMLP, mlp_plan, stack_models
 from sgdtemp.train.stacked_conv import forward_macs
 from sgdtemp.train.trainer import fit
 
@@ -64,8 +64,11 @@ def _compare(many, ones, *, rtol, atol):
                 assert ra[name]["loss"] == pytest.approx(rb[name]["loss"], rel=rtol, abs=atol)
 
 
-@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 1e-3)])
-def test_fused_equals_fit_in_float64(momentum, weight_decay):
+@pytest.mark.parametrize(
+    ("momentum", "weight_decay", "activation"),
+    [(0.0, 0.0, "relu"), (0.9, 1e-3, "relu"), (0.9, 1e-3, "softplus"), (0.0, 0.0, "tanh")],
+)
+def test_fused_equals_fit_in_float64(momentum, weight_decay, activation):
     x, y = _data(dtype=torch.float64)
     kw = dict(
         lrs=LRS,
@@ -77,8 +80,10 @@ def test_fused_equals_fit_in_float64(momentum, weight_decay):
         eval_sets={"heldout": (x[:30], y[:30])},
         device="cpu",
     )
-    many = fit_many(_factory(torch.float64), (x, y), batched=True, **kw)
-    _compare(many, _one_by_one(_factory(torch.float64), (x, y), **kw), rtol=RTOL64, atol=1e-12)
+    factory = _factory(torch.float64, activation=activation)
+    assert isinstance(stack_models([factory(torch.Generator())], torch.device("cpu")), StackedMLP)
+    many = fit_many(factory, (x, y), batched=True, **kw)
+    _compare(many, _one_by_one(factory, (x, y), **kw), rtol=RTOL64, atol=1e-12)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5])  # 0: the update folded into baddbmm_

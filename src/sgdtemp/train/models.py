@@ -81,6 +81,13 @@ def _check_norm(norm: str, allowed: Sequence[str]) -> None:
 
 # ---------------------------------------------------------------- models
 
+#: The MLP's hidden activations.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+}
+
 
 def mlp(
     in_shape: Sequence[int],
@@ -89,6 +96,7 @@ def mlp(
     width: int = 256,
     depth: int = 1,
     norm: str = "none",
+    activation: str = "relu",
 ) -> nn.Sequential:
     """Multi-layer perceptron ``C*H*W -> width (x depth) -> n_classes`` with ReLU.
 
@@ -98,6 +106,9 @@ def mlp(
         width: hidden units per layer.
         depth: number of hidden layers (0 gives multinomial logistic regression).
         norm: ``"none"`` (default) or ``"batch"`` (BatchNorm1d after each hidden layer).
+        activation: ``"relu"`` (default), ``"softplus"`` (log(1 + e^z): the smooth ReLU, for
+            measurements that need a twice-differentiable loss, e.g. descents to minima and
+            quadratic forms at them) or ``"tanh"``.
 
     Returns:
         ``nn.Sequential(Flatten, Linear, ReLU, ..., Linear)``; logits ``(N, n_classes)``.
@@ -108,13 +119,15 @@ def mlp(
         [(256, 784), (256,), (10, 256), (10,)]
     """
     _check_norm(norm, ("none", "batch"))
+    if activation not in ACTIVATIONS:
+        raise UserError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
     sizes = [math.prod(in_shape)] + [width] * depth
     layers: list[nn.Module] = [nn.Flatten()]
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         layers.append(nn.Linear(fan_in, fan_out))
         if norm != "none":
             layers.append(NORMS[norm][1](fan_out, 1))
-        layers.append(nn.ReLU())
+        layers.append(ACTIVATIONS[activation]())
     layers.append(nn.Linear(sizes[-1], n_classes))
     return nn.Sequential(*layers)
 

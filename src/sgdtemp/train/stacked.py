@@ -46,6 +46,9 @@ _ACTIVATIONS: dict[
 ] = {
     nn.ReLU: (torch.relu, lambda grad, out: grad.masked_fill_(out <= 0, 0.0)),
     nn.Tanh: (torch.tanh, lambda grad, out: grad * (1 - out * out)),
+    # softplus(z) = log(1 + e^z) has derivative sigmoid(z) = 1 - e^(-softplus(z)); above its
+    # threshold (20) torch returns z itself, where 1 - e^(-z) is 1 to float precision
+    nn.Softplus: (F.softplus, lambda grad, out: grad * -torch.expm1(-out)),
 }
 
 
@@ -157,6 +160,8 @@ def mlp_plan(model: nn.Module) -> list[tuple[int, nn.Module]] | None:
         return None
     if any(type(m) is not nn.Linear and type(m) not in _ACTIVATIONS for _, m in layers):
         return None
+    if any(type(m) is nn.Softplus and (m.beta != 1 or m.threshold != 20) for _, m in layers):
+        return None  # the backward above is softplus' own at beta = 1
     return layers
 
 
