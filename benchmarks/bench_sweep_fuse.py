@@ -1,12 +1,15 @@
 """A profile's sweep stage fused (runs of one batch size trained together) vs ``--fuse off``.
 
     python benchmarks/bench_sweep_fuse.py [--profile quick] [--workers 2] [--budget-scale 1.0]
+                                         [--training-only]
 
 Runs the profile's sweep spec twice into fresh stores, first with ``--fuse off`` (every run its
 own worker task) and then with the rule (``--fuse auto``), on the same local pool size, and
 prints the wall time, the summed CPU time of the workers and the speed-up, next to each other
 from the same run. ``--budget-scale`` multiplies the stationary budget (and the epochs of a
-fixed-epoch spec) to get a figure quickly; 1.0 is the profile itself. The stores are checked to
+fixed-epoch spec) to get a figure quickly; 1.0 is the profile itself. ``--training-only`` drops the
+per-run measurements (curvature, mechanisms), which cost the same fused or not, so that the figure
+is the training's own. The stores are checked to
 hold the same statuses and, within the tolerance of tests/experiments/test_sweep_fuse.py, the
 same final losses. Issue 13's target: fused at least 3x the one-by-one sweep on 2 cores.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from _common import load
 from sgdtemp.experiments.engine import execute
 from sgdtemp.experiments.reproduce import PROFILES, profile_spec
+from sgdtemp.experiments.spec import Measurements
 from sgdtemp.experiments.sweep import fuse_size, prepare_spec, worker_count
 from sgdtemp.storage import Store
 
@@ -61,9 +65,13 @@ def main() -> int:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--budget-scale", type=float, default=1.0)
+    parser.add_argument("--training-only", action="store_true", help="no per-run measurements")
     args = parser.parse_args()
     spec = scaled(profile_spec(PROFILES[args.profile]), args.budget_scale)
-    print(f"{args.profile} sweep ({len(spec.grid)} runs), {args.workers} workers; {load()}")
+    if args.training_only:
+        spec = dataclasses.replace(spec, measure=Measurements())
+    what = "training only" if args.training_only else "with its measurements"
+    print(f"{args.profile} sweep ({len(spec.grid)} runs, {what}), {args.workers} workers; {load()}")
     with tempfile.TemporaryDirectory() as tmp:
         off_wall, off_cpu, off = run(spec, Path(tmp), "off", args.workers)
         on_wall, on_cpu, on = run(spec, Path(tmp), "auto", args.workers)

@@ -192,3 +192,30 @@ def test_graph_cache_reuses_the_gradient_graph_and_follows_theta(helpers):
     assert torch.allclose(moved @ v, helpers.dense_hessian(model, LOSS, x, y) @ v, atol=ATOL)
     cached.clear_cache()
     assert cached.model_loss._graph_bytes == 0 and not cached.model_loss._graphs
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp_tanh", "mlp_relu"])
+def test_cached_graphs_are_freed_with_their_operator(helpers, kind):
+    """No reference cycle keeps a gradient graph (its batch's activations) alive.
+
+    Activations that a backward pass saves (tanh's and ReLU's outputs) must die with the
+    operator; a saved-tensors hook returning the tensor it packs would keep each one alive.
+    """
+    import gc
+    import weakref
+
+    model, x, y = helpers.make_case(kind)
+    activations: list[weakref.ref] = []
+
+    def remember(module, inputs, output):
+        activations.append(weakref.ref(output))
+
+    hooks = [m.register_forward_hook(remember) for m in model.modules() if not list(m.children())]
+    op = HessianOperator(model, LOSS, _batches(x, y, [12, 12]), hvp_mode="double_backward")
+    op @ torch.ones(op.shape[0], dtype=torch.float64)
+    for hook in hooks:
+        hook.remove()
+    assert op.model_loss._graphs and activations
+    del op
+    gc.collect()
+    assert all(ref() is None for ref in activations)

@@ -302,15 +302,29 @@ class ModelLoss:
         if not same:
             self.clear_cache()
         leaves = [t.clone().requires_grad_() for t in self.unflatten(theta).values()]
-        saved = [0]
+        # The graph's size, estimated from the layers' outputs (forward hooks only read their
+        # sizes): what the backward passes save is about the activations, twice. Not a
+        # saved-tensors hook: one that returns the tensor it packs makes every saved output a
+        # reference cycle through C++ that Python's collector cannot free (a leak of the whole
+        # graph per ModelLoss: 0.27 GB for a 784-128-10 MLP on 4000 images).
+        saved = [x.numel() * x.element_size()]
 
-        def pack(t: Tensor) -> Tensor:
-            saved[0] += t.numel() * t.element_size()
-            return t
+        def count(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, Tensor):
+                saved[0] += 2 * output.numel() * output.element_size()
 
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = self._batch_loss(dict(zip(self.names, leaves)), x, y)
-            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        hooks = [
+            m.register_forward_hook(count)
+            for m in self.model.modules()
+            if next(m.children(), None) is None
+        ]
+        try:
+            with torch.enable_grad():
+                loss = self._batch_loss(dict(zip(self.names, leaves)), x, y)
+                grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
         live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         outputs = [grads[i] for i in live]
         size = saved[0] + sum(o.numel() * o.element_size() for o in outputs)
