@@ -1,4 +1,5 @@
-"""Every Python block of the README runs as it stands, as a script in an empty folder."""
+"""Every Python block of the README runs as it stands (a script in an empty folder); every TOML
+block is a valid sweep spec."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+SPECS = re.findall(r"^```toml\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
 
 
 def test_the_readme_has_python_blocks():
@@ -26,3 +28,10 @@ def test_readme_block_runs(index, tmp_path):
     )
     assert out.returncode == 0, f"README block {index} failed:\n{BLOCKS[index]}\n{out.stderr}"
     assert out.stdout.strip(), "a README block should show its result"
+
+
+@pytest.mark.parametrize("index", range(len(SPECS)))
+def test_readme_spec_parses(index):
+    from sgdtemp.experiments.spec import parse_spec
+
+    assert parse_spec(SPECS[index], source="README.md").grid
