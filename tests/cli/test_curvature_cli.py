@@ -22,23 +22,25 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """Multinomial logistic regression (mlp with depth 0) near its L2-regularized minimum.
+def _digits_checkpoint(folder, model_kwargs, *, train_lr, steps, **config):
+    """An MLP trained by full-batch SGD with weight decay 1e-2 on digits, saved in ``folder``.
 
-    A smooth, convex model, so the shift's descent converges; ReLU networks have piecewise
-    smooth losses on which the gradient norm can stall (reported as converged: false).
+    ``config`` adds to the checkpoint's recorded training config.
     """
     splits = load_dataset("digits", seed=0)
     model = build_model(
-        "mlp", in_shape=(1, 8, 8), n_classes=10, depth=0, generator=torch.Generator().manual_seed(0)
+        "mlp",
+        in_shape=(1, 8, 8),
+        n_classes=10,
+        generator=torch.Generator().manual_seed(0),
+        **model_kwargs,
     )
-    opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=1e-2)
-    for _ in range(100):
+    opt = torch.optim.SGD(model.parameters(), lr=train_lr, weight_decay=1e-2)
+    for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(splits.train.x), splits.train.y).backward()
         opt.step()
-    path = tmp_path_factory.mktemp("run") / "checkpoint.pt"
+    path = folder / "checkpoint.pt"
     config = {
         "dataset": "digits",
         "heldout": len(splits.heldout.y),
@@ -46,15 +48,31 @@ def checkpoint(tmp_path_factory):
         "data_seed": 0,
         "in_shape": [1, 8, 8],
         "n_classes": 10,
-        "lr": 0.5,
-        "batch_size": 32,
-        "momentum": 0.0,
+        **config,
         "weight_decay": 1e-2,
     }
     save_checkpoint(
-        path, model, model_name="mlp", model_kwargs={"depth": 0}, config=config, metrics={}
+        path, model, model_name="mlp", model_kwargs=model_kwargs, config=config, metrics={}
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """Multinomial logistic regression (mlp with depth 0) near its L2-regularized minimum.
+
+    A smooth, convex model, so the shift's descent converges; ReLU networks have piecewise
+    smooth losses on which the gradient norm can stall (reported as converged: false).
+    """
+    return _digits_checkpoint(
+        tmp_path_factory.mktemp("run"),
+        {"depth": 0},
+        train_lr=1.0,
+        steps=100,
+        lr=0.5,
+        batch_size=32,
+        momentum=0.0,
+    )
 
 
 def _json(capsys):
@@ -176,32 +194,8 @@ def test_shift_proximal_when_asked(checkpoint, capsys):
 @pytest.fixture(scope="module")
 def relu_checkpoint(tmp_path_factory):
     """A one-hidden-layer ReLU MLP near its L2-regularized minimum (a kinked loss)."""
-    splits = load_dataset("digits", seed=0)
-    kwargs = {"width": 16}
-    model = build_model(
-        "mlp",
-        in_shape=(1, 8, 8),
-        n_classes=10,
-        generator=torch.Generator().manual_seed(0),
-        **kwargs,
-    )
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=1e-2)
-    for _ in range(200):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(splits.train.x), splits.train.y).backward()
-        opt.step()
-    path = tmp_path_factory.mktemp("relu") / "checkpoint.pt"
-    config = {
-        "dataset": "digits",
-        "heldout": len(splits.heldout.y),
-        "train_subset": None,
-        "data_seed": 0,
-        "in_shape": [1, 8, 8],
-        "n_classes": 10,
-        "weight_decay": 1e-2,
-    }
-    save_checkpoint(path, model, model_name="mlp", model_kwargs=kwargs, config=config, metrics={})
-    return path
+    folder = tmp_path_factory.mktemp("relu")
+    return _digits_checkpoint(folder, {"width": 16}, train_lr=0.5, steps=200)
 
 
 @pytest.mark.parametrize("smoothing", ["auto", "off"])

@@ -441,6 +441,23 @@ def curvature_metrics(
     return {"status": "ok", **measured.to_dict(lr=float(result.lr))}
 
 
+def _table_options(
+    table: str, defaults: Mapping[str, Any], options: Mapping[str, Any], result: Any, seed: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A ``[measure.TABLE]``'s options over its defaults (``seeds`` taken out) and a skip record.
+
+    The record (``{"status": "skipped", "reason": ...}``) is what to store instead when the run
+    did not train to the end or its seed is not measured; None otherwise.
+    """
+    o = {**defaults, **options}
+    seeds = o.pop("seeds", None)
+    if result.status != "ok":
+        return o, {"status": "skipped", "reason": f"the run {result.status}"}
+    if seeds is not None and seed not in seeds:
+        return o, {"status": "skipped", "reason": f"seed {seed} is not in measure.{table}.seeds"}
+    return o, None
+
+
 def shift_metrics(
     options: Mapping[str, Any],
     model: Any,
@@ -470,14 +487,11 @@ def shift_metrics(
     from sgdtemp.experiments.spec import SHIFT_DEFAULTS
     from sgdtemp.shift import ShiftOptions
 
-    if result.status != "ok":
-        return {"status": "skipped", "reason": f"the run {result.status}"}
-    o = {**SHIFT_DEFAULTS, **options}
-    if "seeds" in o and seed not in o["seeds"]:
-        return {"status": "skipped", "reason": f"seed {seed} is not in measure.shift.seeds"}
+    o, skipped = _table_options("shift", SHIFT_DEFAULTS, options, result, seed)
+    if skipped is not None:
+        return skipped
     n = int(o.pop("examples"))
     names = list(o.pop("eval_sets", None) or eval_set_names)
-    o.pop("seeds", None)
     measure_seed = int(o.pop("seed"))
     summaries = measure_shifts(
         model,
@@ -520,17 +534,14 @@ def mechanisms_metrics(
     from sgdtemp.experiments.spec import MECHANISMS_DEFAULTS
     from sgdtemp.shift import ShiftOptions, measure_mechanisms
 
-    if result.status != "ok":
-        return {"status": "skipped", "reason": f"the run {result.status}"}
-    o = {**MECHANISMS_DEFAULTS, **options}
-    if "seeds" in o and seed not in o["seeds"]:
-        return {"status": "skipped", "reason": f"seed {seed} is not in measure.mechanisms.seeds"}
+    o, skipped = _table_options("mechanisms", MECHANISMS_DEFAULTS, options, result, seed)
+    if skipped is not None:
+        return skipped
     if result.stationary_mean is None or result.stationary_iterates is None:
         return {"status": "skipped", "reason": "the run did not become stationary"}
     n = int(o.pop("examples"))
     n_train = int(o.pop("train_examples", 0))  # 0: all (see head)
     names = list(o.pop("eval_sets", None) or eval_set_names)
-    o.pop("seeds", None)
     data = {name: head(d, n, like=model) for name, d in eval_sets(splits, names, eval_seed).items()}
     measured = measure_mechanisms(
         model,

@@ -185,28 +185,18 @@ class TrainTask:
             metrics["curvature"] = curvature_metrics(
                 self.measure.curvature, model, train_set, result
             )
-        if self.measure.shift is not None:
-            metrics["shift"] = shift_metrics(
-                self.measure.shift,
-                model,
-                data,
-                result,
-                weight_decay=c.weight_decay,
-                seed=c.seed,
-                eval_set_names=[s for s in self.eval_sets if s != "train"],
-                eval_seed=self.eval_seed,
-            )
-        if self.measure.mechanisms is not None:
-            metrics["mechanisms"] = mechanisms_metrics(
-                self.measure.mechanisms,
-                model,
-                data,
-                result,
-                weight_decay=c.weight_decay,
-                seed=c.seed,
-                eval_set_names=[s for s in self.eval_sets if s != "train"],
-                eval_seed=self.eval_seed,
-            )
+        run: dict[str, Any] = {
+            "weight_decay": c.weight_decay,
+            "seed": c.seed,
+            "eval_set_names": [s for s in self.eval_sets if s != "train"],
+            "eval_seed": self.eval_seed,
+        }
+        for name, options, measure in (
+            ("shift", self.measure.shift, shift_metrics),
+            ("mechanisms", self.measure.mechanisms, mechanisms_metrics),
+        ):
+            if options is not None:
+                metrics[name] = measure(options, model, data, result, **run)
         lr_sharpness = self.stability.lr_sharpness(c.lr)
         if lr_sharpness is not None:
             metrics["lr_sharpness"] = lr_sharpness
