@@ -150,6 +150,14 @@ def descend(
     """
     o = options
     exact = Objective(loss, weight_decay, mu, anchor)
+    budget: dict[str, Any] = {
+        "grad_tol": o.grad_tol,
+        "rel_grad_tol": o.rel_grad_tol,
+        "max_iters": o.max_iters,
+        "max_cg_iters": o.max_cg_iters,
+        "max_seconds": o.max_seconds,
+        "callback": callback,
+    }
     smooth = False
     if o.smoothing == "auto":
         smooth = bool(nonsmooth_ops(model, loss.batches[0][0][:8])[0])
@@ -169,30 +177,10 @@ def descend(
             return Objective(soft, weight_decay, mu, anchor)
 
         cont = continuation_minimize(
-            SOLVERS[o.method],
-            objective,
-            x0,
-            tuple(o.smoothing_betas),
-            grad_tol=o.grad_tol,
-            rel_grad_tol=o.rel_grad_tol,
-            max_iters=o.max_iters,
-            max_cg_iters=o.max_cg_iters,
-            max_seconds=o.max_seconds,
-            callback=callback,
+            SOLVERS[o.method], objective, x0, tuple(o.smoothing_betas), **budget
         )
         return Descent(_far(cont.result, x0), cont.beta, cont.nonsmooth_grad_norm)
-    res = SOLVERS[o.method](
-        exact.value_and_grad,
-        exact.value,
-        exact.hvp,
-        x0,
-        grad_tol=o.grad_tol,
-        rel_grad_tol=o.rel_grad_tol,
-        max_iters=o.max_iters,
-        max_cg_iters=o.max_cg_iters,
-        max_seconds=o.max_seconds,
-        callback=callback,
-    )
+    res = SOLVERS[o.method](exact.value_and_grad, exact.value, exact.hvp, x0, **budget)
     if not res.converged:
         _, g = exact.value_and_grad(res.x)
         target = max(o.grad_tol, o.rel_grad_tol * res.initial_grad_norm)
